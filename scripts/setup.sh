@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install prefalign with its development tools.
+#
+# torch is installed first, on its own, so that pip never resolves a plain
+# `torch` requirement to a multi-GB CUDA build on a CPU-only machine:
+#   TORCH_SPEC        which torch to install (default: torch==2.13.0)
+#   TORCH_INDEX_URL   where from, e.g. https://download.pytorch.org/whl/cu124 for a
+#                     CUDA build, or https://download.pytorch.org/whl/cpu for CPU
+#   EXTRAS            extras of prefalign to install (default: dev)
+#   VENV, PYTHON      the environment folder and the interpreter that makes it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${EXTRAS:-dev}
+
+"$PYTHON" -m venv "$VENV"
+. "$VENV/bin/activate"
+python -m pip install --quiet --upgrade pip
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  python -m pip install --quiet "$TORCH_SPEC" --index-url "$TORCH_INDEX_URL"
+else
+  python -m pip install --quiet "$TORCH_SPEC"
+fi
+python -m pip install --quiet -e ".[${EXTRAS}]"
+python -c "import torch, prefalign; print(f'prefalign {prefalign.__version__} ready (torch {torch.__version__}, cuda={torch.cuda.is_available()})')"

@@ -1,0 +1,40 @@
+"""Pass rate of a policy on held-out prompts, checked by a programmatic verifier."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from prefalign.eval.generate import generate
+from prefalign.tasks import arithmetic
+
+VERIFIERS: dict[str, Callable[[str, dict], bool]] = {
+    "arithmetic": lambda completion, record: arithmetic.verify(
+        completion, int(record["answer"]) if "answer" in record else int(record["chosen"])),
+}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (Wilson 1927)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass_rate(lm, tokenizer, records: list[dict], verifier: str, *, max_new_tokens: int = 8,
+              batch_size: int = 16, use_chat_template: bool = True) -> dict:
+    """Greedy-generate for each record's prompt and verify; rate with a 95% interval."""
+    check = VERIFIERS[verifier]
+    completions = generate(lm, tokenizer, [r["prompt"] for r in records],
+                           max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           use_chat_template=use_chat_template)
+    passed = [check(c, r) for c, r in zip(completions, records)]
+    low, high = wilson_interval(sum(passed), len(passed))
+    return {"pass_rate": sum(passed) / max(len(passed), 1), "ci_low": low, "ci_high": high,
+            "n": len(passed), "examples": [{"prompt": str(r["prompt"]), "completion": c, "ok": ok}
+                                           for r, c, ok in list(zip(records, completions,
+                                                                    passed))[:5]]}

@@ -1,0 +1,96 @@
+"""Pieces every training stage shares: run directory, data, model, batch plan."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable
+
+import torch
+
+from prefalign.config import DataConfig, ModelConfig, RunConfig
+from prefalign.data.collate import length_grouped_batches
+from prefalign.data.load import dataset_fingerprint
+from prefalign.data.sources import load_source
+from prefalign.data.split import check_leakage, split_records
+from prefalign.engine.checkpoint import list_checkpoints
+from prefalign.engine.rundir import RunDir
+from prefalign.errors import PrefalignError
+from prefalign.models.load import load_model
+
+
+def _has_progress(run: RunDir, allow_phases: bool) -> bool:
+    if list_checkpoints(run.checkpoints):
+        return True
+    return allow_phases and any(list_checkpoints(p / "checkpoints") or (p / "done.json").exists()
+                                for p in run.root.glob("phase-*"))
+
+
+def prepare_run(cfg: RunConfig, resume: bool, allow_phases: bool = False) -> RunDir:
+    """Create the run directory; refuse to silently overwrite a run in progress."""
+    run = RunDir(cfg.run_dir)
+    progress = _has_progress(run, allow_phases)
+    if not resume and progress:
+        raise PrefalignError(f"{run.root} already has checkpoints: pass --resume to continue "
+                             f"that run, or choose another name=")
+    if resume and not progress:
+        raise PrefalignError(f"nothing to resume: {run.checkpoints} has no checkpoint")
+    run.create()
+    run.write_config(cfg)
+    return run
+
+
+def load_train_eval(data: DataConfig, kind: str, seed: int) -> tuple[list[dict], list[dict]]:
+    """Training and held-out records; held-out split off by prompt if no eval file."""
+    train = load_source(data.train, kind)
+    if data.eval is not None:
+        held_out = load_source(data.eval, kind)
+        check_leakage({"train": train, "eval": held_out})
+    elif data.eval_fraction > 0:
+        parts = split_records(train, {"train": 1 - data.eval_fraction,
+                                      "eval": data.eval_fraction}, seed)
+        train, held_out = parts["train"], parts["eval"]
+    else:
+        held_out = []
+    if data.max_examples is not None:
+        train = train[: data.max_examples]
+    if not train:
+        raise PrefalignError(f"{data.train}: no training records")
+    return train, held_out
+
+
+def fingerprints(**named: list[dict]) -> dict[str, str]:
+    return {name: dataset_fingerprint(records) for name, records in named.items() if records}
+
+
+def load_policy(model_cfg: ModelConfig):
+    """The trainable model (with LoRA if configured) and its tokenizer."""
+    model, tokenizer = load_model(model_cfg.name, dtype=model_cfg.dtype, lora=model_cfg.lora,
+                                  qlora=model_cfg.qlora)
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    return model, tokenizer
+
+
+class BatchPlan:
+    """Length-bucketed batches of example indices, a pure function of (seed, epoch)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int,
+                 collate: Callable[[list[int]], Any]):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.collate = collate
+        self._plan = lru_cache(maxsize=2)(self._make_plan)
+
+    def _make_plan(self, epoch: int) -> list[list[int]]:
+        return length_grouped_batches(self.lengths, self.batch_size, seed=self.seed + epoch)
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self._plan(epoch))
+
+    def batch(self, epoch: int, index: int) -> Any:
+        return self.collate(self._plan(epoch)[index])
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,278 @@
+"""Offline preference optimisation: the DPO family on {prompt, chosen, rejected}.
+
+Chosen and rejected go through the policy in one concatenated forward pass;
+log-probs are summed over completion tokens only (or averaged with
+``loss.average_log_prob``). The loss is any entry of
+``prefalign.losses.preference``. The reference is the policy with its LoRA
+adapters disabled, a separate frozen model, or nothing for reference-free
+losses; by default its log-probs are computed once and cached on disk
+(``stages/reference.py``). A config may list phases, run in order from the
+previous phase's weights, each with its own epochs, loss settings and
+noisy-pair filter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from prefalign.config import LossConfig, PreferenceConfig, TrainConfig
+from prefalign.data.collate import collate_preference
+from prefalign.data.tokenize import encode_dataset, encode_preference
+from prefalign.engine.algorithm import StepOutput
+from prefalign.engine.loop import Engine, TrainResult, seed_everything
+from prefalign.engine.metrics import MetricsLogger
+from prefalign.engine.rundir import RunDir, atomic_write_json
+from prefalign.errors import ConfigError
+from prefalign.eval.verifier import pass_rate
+from prefalign.losses.preference import PREFERENCE_LOSSES, preference_loss, requires_reference
+from prefalign.models.load import load_model
+from prefalign.models.save import save_model
+from prefalign.models.token_logprobs import CompletionLogprobModel
+from prefalign.stages.common import (BatchPlan, fingerprints, load_policy, load_train_eval,
+                                     prepare_run, to_device)
+from prefalign.stages.reference import ReferenceLogps, reference_logps
+
+
+@dataclass
+class Reference:
+    """How a batch gets π_ref log-probs: precomputed, a frozen model, or the policy sans LoRA."""
+
+    kind: str  # "none" | "precomputed" | "adapter_disabled" | "separate"
+    model: CompletionLogprobModel | None = None
+    train: ReferenceLogps | None = None
+    eval: ReferenceLogps | None = None
+
+    def context(self, policy: CompletionLogprobModel):
+        if self.kind == "adapter_disabled":
+            return _unwrap(policy).reference_context()
+        return contextlib.nullcontext()
+
+
+def _unwrap(model: torch.nn.Module) -> CompletionLogprobModel:
+    return model.module if hasattr(model, "module") else model
+
+
+def sequence_logps(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Summed completion log-probs of every row of a concatenated batch, shape [2B]."""
+    logps = model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    return (logps * batch["completion_mask"]).sum(-1)
+
+
+def filter_noisy_pairs(examples: list[dict], ref: ReferenceLogps,
+                       fraction: float) -> tuple[list[dict], ReferenceLogps]:
+    """Drop the ``fraction`` of pairs whose reference margin refc − refr is lowest."""
+    if fraction <= 0 or not examples:
+        return examples, ref
+    margins = ref.chosen - ref.rejected
+    drop = int(round(fraction * len(examples)))
+    keep = sorted(torch.argsort(margins, stable=True)[drop:].tolist())
+    index = torch.tensor(keep, dtype=torch.long)
+    return ([examples[i] for i in keep],
+            ReferenceLogps(ref.chosen[index], ref.rejected[index], ref.forward_passes,
+                           ref.cache_path, ref.from_cache))
+
+
+class PreferenceAlgorithm:
+    """Batches of pairs and the preference-loss step."""
+
+    def __init__(self, examples: list[dict], eval_examples: list[dict], loss: LossConfig,
+                 reference: Reference, pad_id: int, batch_size: int, seed: int):
+        self.examples, self.eval_examples = examples, eval_examples
+        self.loss, self.reference, self.pad_id = loss, reference, pad_id
+        self.batch_size = batch_size
+        lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+                   for e in examples]
+        self.plan = BatchPlan(lengths, batch_size, seed, self._collate_train)
+
+    def _collate(self, examples: list[dict], indices: list[int],
+                 precomputed: ReferenceLogps | None) -> dict:
+        batch = collate_preference([examples[i] for i in indices], self.pad_id)
+        if precomputed is not None:
+            index = torch.tensor(indices, dtype=torch.long)
+            batch["ref_chosen"], batch["ref_rejected"] = precomputed.chosen[index], \
+                precomputed.rejected[index]
+        return batch
+
+    def _collate_train(self, indices: list[int]) -> dict:
+        return self._collate(self.examples, indices, self.reference.train)
+
+    def num_batches(self, epoch: int) -> int:
+        return self.plan.num_batches(epoch)
+
+    def batch(self, epoch: int, index: int) -> dict:
+        return self.plan.batch(epoch, index)
+
+    def _reference_sums(self, model, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.reference.kind == "none":
+            return None
+        if "ref_chosen" in batch:
+            return batch["ref_chosen"], batch["ref_rejected"]
+        ref_model = self.reference.model or model
+        with torch.no_grad(), self.reference.context(model):
+            sums = sequence_logps(ref_model, batch)
+        half = sums.shape[0] // 2
+        return sums[:half], sums[half:]
+
+    def compute(self, model, batch) -> StepOutput:
+        batch = to_device(batch, next(model.parameters()).device)
+        sums = sequence_logps(model, batch)
+        half = sums.shape[0] // 2
+        chosen_len = batch["chosen_lengths"].to(sums.dtype)
+        rejected_len = batch["rejected_lengths"].to(sums.dtype)
+        policy_c, policy_r = sums[:half], sums[half:]
+        ref = self._reference_sums(model, batch)
+        ref_c, ref_r = (None, None) if ref is None else (ref[0].to(sums), ref[1].to(sums))
+        if self.loss.average_log_prob:
+            policy_c, policy_r = policy_c / chosen_len, policy_r / rejected_len
+            if ref is not None:
+                ref_c, ref_r = ref_c / chosen_len, ref_r / rejected_len
+            chosen_len, rejected_len = torch.ones_like(chosen_len), torch.ones_like(rejected_len)
+        out = preference_loss(self.loss.name, policy_c, policy_r, ref_c, ref_r,
+                              chosen_len, rejected_len, **self.loss.params())
+        metrics = {
+            "rewards/chosen": float(out.chosen_rewards.mean()),
+            "rewards/rejected": float(out.rejected_rewards.mean()),
+            "rewards/accuracy": float((out.chosen_rewards > out.rejected_rewards).float().mean()),
+            "rewards/margin": float((out.chosen_rewards - out.rejected_rewards).mean()),
+            "logps/chosen": float(policy_c.detach().mean()),
+            "logps/rejected": float(policy_r.detach().mean()),
+        }
+        return StepOutput(out.loss, metrics, tokens=int(batch["attention_mask"].sum()))
+
+    def step(self, model, batch) -> StepOutput:
+        return self.compute(model, batch)
+
+    def evaluate(self, model) -> dict[str, float]:
+        if not self.eval_examples:
+            return {}
+        rows, weights = [], []
+        for start in range(0, len(self.eval_examples), self.batch_size):
+            indices = list(range(start, min(start + self.batch_size, len(self.eval_examples))))
+            batch = self._collate(self.eval_examples, indices, self.reference.eval)
+            out = self.compute(model, batch)
+            rows.append({"loss": float(out.loss), **out.metrics})
+            weights.append(len(indices))
+        total = sum(weights)
+        return {k: sum(r[k] * w for r, w in zip(rows, weights)) / total for k in rows[0]}
+
+
+def phase_losses(cfg: PreferenceConfig) -> list[LossConfig]:
+    """The loss config of each phase (top-level loss updated by the phase's settings)."""
+    losses = []
+    for phase in cfg.phases or [None]:
+        update = phase.loss if phase is not None else {}
+        try:
+            loss = LossConfig.model_validate({**cfg.loss.model_dump(exclude_none=True), **update})
+        except Exception as exc:  # pydantic ValidationError → one clear line
+            raise ConfigError(f"phase loss settings {update}: {exc.errors()[0]['msg']}") from None
+        if loss.name not in PREFERENCE_LOSSES:
+            raise ConfigError(f"unknown loss '{loss.name}'; valid: "
+                              f"{', '.join(sorted(PREFERENCE_LOSSES))}")
+        losses.append(loss)
+    return losses
+
+
+def _build_reference(cfg: PreferenceConfig, policy: CompletionLogprobModel,
+                     needs_reference: bool) -> Reference:
+    if not needs_reference:
+        return Reference("none")
+    source = cfg.reference.source
+    if source == "auto":
+        source = "adapter_disabled" if cfg.model.lora is not None else "separate"
+    if source == "adapter_disabled":
+        if cfg.model.lora is None:
+            raise ConfigError("reference.source=adapter_disabled needs model.lora "
+                              "(a full fine-tune has no adapters to disable)")
+        return Reference("adapter_disabled")
+    ref_lm, _ = load_model(cfg.reference.model or cfg.model.name, dtype=cfg.model.dtype)
+    ref_lm.requires_grad_(False).eval()
+    return Reference("separate", model=CompletionLogprobModel(ref_lm))
+
+
+def _precompute(reference: Reference, policy: CompletionLogprobModel, examples, eval_examples,
+                pad_id: int, batch_size: int, use_cache: bool) -> Reference:
+    model = reference.model or policy
+    with reference.context(policy):
+        train = reference_logps(model, examples, pad_id, batch_size, use_cache)
+        held_out = reference_logps(model, eval_examples, pad_id, batch_size, use_cache)
+    return Reference("precomputed", train=train, eval=held_out)
+
+
+def run_preference(cfg: PreferenceConfig, resume: bool = False,
+                   on_step_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train a policy with a DPO-family loss; the result lands in ``runs/<name>/final``."""
+    losses = phase_losses(cfg)
+    needs_reference = any(requires_reference(l.name) for l in losses) or \
+        cfg.filter_noisy > 0 or any(p.filter_noisy > 0 for p in cfg.phases)
+    run = prepare_run(cfg, resume, allow_phases=bool(cfg.phases))
+    seed_everything(cfg.train.seed)
+    train_records, eval_records = load_train_eval(cfg.data, "preference", cfg.train.seed)
+    lm, tokenizer = load_policy(cfg.model)
+    encode_kw = dict(tokenizer=tokenizer, max_length=cfg.data.max_length,
+                     max_prompt_length=cfg.data.max_prompt_length,
+                     truncation=cfg.data.truncation, use_chat_template=cfg.data.use_chat_template)
+    examples, skipped = encode_dataset(train_records, encode_preference, **encode_kw)
+    eval_examples, eval_skipped = encode_dataset(eval_records, encode_preference, **encode_kw)
+    for label, report in (("train", skipped), ("eval", eval_skipped)):
+        if report.skipped:
+            print(f"dpo: {label}: {report.summary()}")
+    policy = CompletionLogprobModel(lm)
+    reference = _build_reference(cfg, policy, needs_reference)
+    if reference.kind != "none" and cfg.reference.precompute:
+        reference = _precompute(reference, policy, examples, eval_examples,
+                                tokenizer.pad_token_id, cfg.train.batch_size, use_cache=True)
+        passes = reference.train.forward_passes + reference.eval.forward_passes
+        print(f"dpo: reference log-probs: {passes} forward passes "
+              f"({'from cache' if passes == 0 else 'computed and cached'}: "
+              f"{reference.train.cache_path})")
+        MetricsLogger(run.metrics_path).log(0, {"reference/forward_passes": passes})
+    run.write_manifest(stage="dpo", seed=cfg.train.seed, model_source=cfg.model.name,
+                       datasets=fingerprints(train=train_records, eval=eval_records),
+                       extra={"train_pairs": len(examples), "eval_pairs": len(eval_examples),
+                              "skipped": skipped.counts, "reference": reference.kind})
+    verify_records = eval_records[: cfg.verify_samples]
+    verification = {}
+    if cfg.verify != "none":
+        verification["before"] = pass_rate(lm, tokenizer, verify_records, cfg.verify,
+                                           use_chat_template=cfg.data.use_chat_template)
+        print(f"dpo: verifier pass rate before: {verification['before']['pass_rate']:.3f}")
+    result = TrainResult(step=0)
+    phases = cfg.phases or [None]
+    for number, (phase, loss) in enumerate(zip(phases, losses)):
+        phase_run = run if phase is None else RunDir(run.root / f"phase-{number}").create()
+        if phase is not None and (phase_run.root / "done.json").exists():
+            continue
+        train_cfg = cfg.train if phase is None else TrainConfig.model_validate(
+            {**cfg.train.model_dump(), "epochs": phase.epochs,
+             "lr": phase.lr or cfg.train.lr, "max_steps": None})
+        fraction = cfg.filter_noisy if phase is None else phase.filter_noisy
+        phase_examples, phase_ref = examples, reference
+        if fraction > 0:
+            phase_examples, kept_ref = filter_noisy_pairs(examples, reference.train, fraction)
+            phase_ref = Reference("precomputed", train=kept_ref, eval=reference.eval)
+            print(f"dpo: phase {number}: dropped {len(examples) - len(phase_examples)} "
+                  f"noisiest pairs of {len(examples)}")
+        algorithm = PreferenceAlgorithm(phase_examples, eval_examples, loss, phase_ref,
+                                        tokenizer.pad_token_id, train_cfg.batch_size,
+                                        train_cfg.seed + number)
+        engine = Engine(policy, algorithm, train_cfg, phase_run, on_step_end=on_step_end)
+        result = engine.train(resume=resume and bool(list(phase_run.checkpoints.glob("step-*"))))
+        policy = engine.accelerator.unwrap_model(engine.model)
+        if phase is not None:
+            atomic_write_json(phase_run.root / "done.json", {"step": result.step,
+                                                             "eval": result.eval_metrics})
+    if cfg.verify != "none":
+        verification["after"] = pass_rate(policy.lm, tokenizer, verify_records, cfg.verify,
+                                          use_chat_template=cfg.data.use_chat_template)
+        print(f"dpo: verifier pass rate after: {verification['after']['pass_rate']:.3f}")
+        atomic_write_json(run.root / "verify.json", verification)
+        result.eval_metrics.update({"verify/before": verification["before"]["pass_rate"],
+                                    "verify/after": verification["after"]["pass_rate"]})
+    save_model(policy.lm, tokenizer, run.final)
+    atomic_write_json(run.root / "eval.json", result.eval_metrics)
+    return result
+

@@ -1,0 +1,1 @@
+"""Built-in tasks: data generated in code, with a programmatic verifier."""
