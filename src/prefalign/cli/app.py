@@ -10,7 +10,7 @@ import typer
 from prefalign.cli.confighelp import config_epilog
 from prefalign.cli.data import data_app
 from prefalign.cli.models import models_app
-from prefalign.config import SFTConfig, load_config
+from prefalign.config import PreferenceConfig, SFTConfig, load_config
 
 app = typer.Typer(
     help="prefalign: preference-based alignment of language models — SFT, reward models, "
@@ -38,6 +38,18 @@ def sft(config: Optional[Path] = CONFIG_OPTION,
 
     cfg = load_config(SFTConfig, config, overrides or [])
     result = run_sft(cfg, resume=resume)
+    _print_result(cfg.run_dir, result)
+
+
+@app.command(epilog=config_epilog(PreferenceConfig))
+def dpo(config: Optional[Path] = CONFIG_OPTION,
+        overrides: Optional[list[str]] = OVERRIDES_ARGUMENT,
+        resume: bool = RESUME_OPTION) -> None:
+    """Offline preference optimisation: the DPO family, loss chosen by loss.name=."""
+    from prefalign.stages.preference import run_preference
+
+    cfg = load_config(PreferenceConfig, config, overrides or [])
+    result = run_preference(cfg, resume=resume)
     _print_result(cfg.run_dir, result)
 
 

@@ -1,1 +1,2 @@
-"""envs"""
+"""Verifiable task domains: MiniGrid/BabyAI subgoals (``prefalign.envs.minigrid``)
+and Countdown arithmetic (``prefalign.envs.countdown``)."""

@@ -1,0 +1,187 @@
+"""Execution-based evaluation of a subgoal policy, with Wilson confidence intervals.
+
+``evaluate_policy`` measures, per environment:
+
+* single step, on every state of the expert's solved traces: the share of the
+  policy's subgoals that parse (grammar validity), that pass the execution
+  contract in that state (execution success), and that equal the expert's
+  canonical subgoal (expert agreement); plus counts of each error type and of
+  subgoals that fall in a perturbation type of the expert decision;
+* closed loop, on every seed: the policy proposes subgoals for the live episode
+  until the mission is accomplished (success), a subgoal fails the contract,
+  or ``step_budget`` subgoals were spent (failures).
+
+The policy is called with a batch of prompts (``build_prompt``) and returns one
+text per prompt; outputs are judged after stripping surrounding whitespace, so
+generation should stop at the end of the line. Everything returned is plain
+JSON-serialisable data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+
+from prefalign.envs.minigrid.context import build_prompt, describe_state
+from prefalign.envs.minigrid.episodes import ENVIRONMENTS, UnknownEnvironmentError, make_episode
+from prefalign.envs.minigrid.executor import FailureType, execute
+from prefalign.envs.minigrid.grammar import SubgoalParseError, format_subgoal, parse_subgoal
+from prefalign.envs.minigrid.perturb import PERTURBATION_TYPES, Decision
+from prefalign.envs.minigrid.traces import expert_rollout
+from prefalign.errors import ConfigError, PrefalignError
+
+PolicyFn = Callable[[list[str]], list[str]]
+Z_95 = 1.959963984540054  # standard normal quantile at 0.975
+ERROR_NAMES = {failure: ("parse_error" if failure is FailureType.UNPARSEABLE
+                         else failure.value.lower()) for failure in FailureType}
+
+
+def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson, 1927, JASA 22:209).
+
+    With p = k/n:  centre = (p + z²/2n) / (1 + z²/n),
+    half-width = z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n).  (0, 1) when n = 0.
+    """
+    if total == 0:
+        return 0.0, 1.0
+    p = successes / total
+    denominator = 1.0 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion(successes: int, total: int) -> dict:
+    """``{"k", "n", "rate", "ci95": [low, high]}`` (``rate`` is ``None`` when n = 0)."""
+    low, high = wilson_interval(successes, total)
+    return {"k": successes, "n": total, "rate": successes / total if total else None,
+            "ci95": [low, high]}
+
+
+def _call_policy(policy_fn: PolicyFn, prompts: list[str]) -> list[str]:
+    outputs = list(policy_fn(prompts))
+    if len(outputs) != len(prompts):
+        raise PrefalignError(f"the policy returned {len(outputs)} texts for {len(prompts)} prompts")
+    return [str(text) for text in outputs]
+
+
+def _canonical(text: str) -> str | None:
+    try:
+        return format_subgoal(parse_subgoal(text))
+    except SubgoalParseError:
+        return None
+
+
+class _Tally:
+    """Counts for one environment (or all of them)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.perturbations: Counter[str] = Counter()
+        self.loop_failures: Counter[str] = Counter()
+
+    def add(self, other: _Tally) -> None:
+        for mine, theirs in ((self.counts, other.counts), (self.errors, other.errors),
+                             (self.perturbations, other.perturbations),
+                             (self.loop_failures, other.loop_failures)):
+            mine.update(theirs)
+
+    def report(self) -> dict:
+        c = self.counts
+        decisions, episodes = c["decisions"], c["episodes"]
+        return {
+            "single_step": {
+                "decisions": decisions,
+                "expert_unsolved_episodes": c["expert_unsolved"],
+                "grammar_valid": proportion(c["valid"], decisions),
+                "execution_success": proportion(c["executed"], decisions),
+                "expert_agreement": proportion(c["agree"], decisions),
+                "errors": {name: self.errors[name] for name in ERROR_NAMES.values()},
+                "perturbation_matches": {p: self.perturbations[p] for p in PERTURBATION_TYPES},
+            },
+            "closed_loop": {
+                "episodes": episodes,
+                "success": proportion(c["solved"], episodes),
+                "mean_subgoals": c["subgoals"] / episodes if episodes else None,
+                "failures": {name: self.loop_failures[name]
+                             for name in [*ERROR_NAMES.values(), "budget_exhausted"]},
+            },
+        }
+
+
+def _single_step(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: list[int],
+                 tallies: dict[str, _Tally]) -> None:
+    states = []
+    for env_id in env_ids:
+        for seed in seeds:
+            rollout = expert_rollout(env_id, seed)
+            if rollout is None:
+                tallies[env_id].counts["expert_unsolved"] += 1
+            states += [(env_id, item) for item in rollout or []]
+    outputs = _call_policy(policy_fn, [build_prompt(item.context) for _, item in states])
+    for (env_id, item), text in zip(states, outputs):
+        tally = tallies[env_id]
+        tally.counts["decisions"] += 1
+        canonical = _canonical(text)
+        result = execute(item.episode.copy(), text)
+        tally.counts["valid"] += canonical is not None
+        tally.counts["executed"] += result.success
+        tally.counts["agree"] += canonical == item.subgoal
+        if result.failure is not None:
+            tally.errors[ERROR_NAMES[result.failure]] += 1
+        if canonical is not None:
+            perturbation = Decision(item.episode).classify(canonical)
+            if perturbation is not None:
+                tally.perturbations[perturbation] += 1
+
+
+def _closed_loop(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: list[int],
+                 step_budget: int, tallies: dict[str, _Tally]) -> None:
+    active = [make_episode(env_id, seed) for env_id in env_ids for seed in seeds]
+    for episode in active:
+        tallies[episode.env_id].counts["episodes"] += 1
+    for _ in range(step_budget):
+        if not active:
+            return
+        outputs = _call_policy(policy_fn, [build_prompt(describe_state(ep)) for ep in active])
+        still_active = []
+        for episode, text in zip(active, outputs):
+            tally = tallies[episode.env_id]
+            result = execute(episode, text)
+            tally.counts["subgoals"] += 1
+            if not result.success:
+                tally.loop_failures[ERROR_NAMES[result.failure]] += 1
+            elif episode.mission_accomplished:
+                tally.counts["solved"] += 1
+            else:
+                still_active.append(episode)
+        active = still_active
+    for episode in active:
+        tallies[episode.env_id].loop_failures["budget_exhausted"] += 1
+
+
+def evaluate_policy(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: Iterable[int],
+                    step_budget: int = 8) -> dict:
+    """Single-step and closed-loop metrics of ``policy_fn`` (see the module docstring).
+
+    Returns ``{"step_budget", "seeds", "environments": {env_id: report}, "overall": report}``
+    where each report has ``single_step`` and ``closed_loop`` sections; every
+    proportion is ``{"k", "n", "rate", "ci95"}`` with a 95% Wilson interval.
+    """
+    for env_id in env_ids:
+        if env_id not in ENVIRONMENTS:
+            raise UnknownEnvironmentError(env_id)
+    if step_budget < 1:
+        raise ConfigError(f"step_budget must be >= 1, got {step_budget}")
+    seeds = [int(seed) for seed in seeds]
+    tallies = {env_id: _Tally() for env_id in env_ids}
+    _single_step(policy_fn, env_ids, seeds, tallies)
+    _closed_loop(policy_fn, env_ids, seeds, step_budget, tallies)
+    overall = _Tally()
+    for tally in tallies.values():
+        overall.add(tally)
+    return {"step_budget": step_budget, "seeds": seeds,
+            "environments": {env_id: tally.report() for env_id, tally in tallies.items()},
+            "overall": overall.report()}

@@ -1,0 +1,157 @@
+"""Preference pairs from expert decisions with controlled perturbations.
+
+For an expert decision with remaining plan ``p_0, p_1, ..., p_n`` (``p_0`` is
+chosen) and completed subgoals ``c_1..c_k``, the rejected subgoal is one of:
+
+* ``wrong_object`` — same verb as ``p_0``, another argument that is not in the
+  plan: another object of the scene the verb accepts, else the same type in a
+  colour absent from the grid (``drop()`` has no argument, so no such pair);
+* ``wrong_order`` — a subgoal out of sequence: a later plan step ``p_j`` with
+  ``j >= 2`` (its precondition is not met yet), else a completed one (repeating it);
+* ``omission`` — ``p_1``: the required intermediate ``p_0`` is skipped.
+
+The three candidate sets are disjoint, so a model's subgoal can be classified
+by them (``Decision.classify``). Choices among several candidates use a random
+generator seeded by (env_id, seed, step, type): the pairs are deterministic.
+Every rejected subgoal is grammatical and differs from the chosen one; the
+rate at which it fails the execution contract is measured by the tests.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+
+from prefalign.envs.minigrid.context import build_prompt
+from prefalign.envs.minigrid.episodes import Episode, world_objects
+from prefalign.envs.minigrid.executor import execute
+from prefalign.envs.minigrid.expert import expert_plan
+from prefalign.envs.minigrid.grammar import (
+    COLOURS,
+    GOAL,
+    PICKABLE_TYPES,
+    Subgoal,
+    format_subgoal,
+    parse_subgoal,
+)
+from prefalign.envs.minigrid.traces import expert_rollout
+from prefalign.errors import ConfigError
+
+PERTURBATION_TYPES: tuple[str, ...] = ("wrong_object", "wrong_order", "omission")
+
+
+def _accepts(verb: str, kind: str) -> bool:
+    if verb == "pickup":
+        return kind in PICKABLE_TYPES
+    if verb == "open":
+        return kind == "door"
+    return True
+
+
+class Decision:
+    """The expert's decision in one state, and the perturbations around it."""
+
+    def __init__(self, episode: Episode):
+        self.plan = [format_subgoal(sg) for sg in expert_plan(episode)]
+        self.completed = list(episode.completed)
+        self.chosen = self.plan[0]
+        chosen = parse_subgoal(self.chosen)
+        objects = world_objects(episode)
+        in_scene: list[str] = []
+        swapped: list[str] = []
+        if chosen.verb != "drop":
+            for obj in objects:
+                if _accepts(chosen.verb, obj.kind):
+                    in_scene.append(format_subgoal(Subgoal(chosen.verb, obj.colour, obj.kind)))
+            if chosen.target_type != GOAL:
+                present = {(obj.colour, obj.kind) for obj in objects}
+                swapped = [format_subgoal(Subgoal(chosen.verb, colour, chosen.target_type))
+                           for colour in COLOURS if (colour, chosen.target_type) not in present]
+        self.later_steps = _unique(c for c in self.plan[2:] if c not in self.plan[:2])
+        self.repeats = _unique(c for c in reversed(self.completed)
+                               if c not in self.plan)
+        taken = set(self.plan) | set(self.repeats)
+        self.wrong_object_in_scene = _unique(c for c in in_scene if c not in taken)
+        self.wrong_object_swapped = _unique(c for c in swapped if c not in taken)
+
+    def candidates(self, perturbation: str) -> list[str]:
+        """All subgoals of one perturbation type for this decision."""
+        if perturbation == "wrong_object":
+            return self.wrong_object_in_scene + self.wrong_object_swapped
+        if perturbation == "wrong_order":
+            return self.later_steps + self.repeats
+        if perturbation == "omission":
+            return self.plan[1:2]
+        raise ConfigError(f"unknown perturbation {perturbation!r}; "
+                          f"expected one of {', '.join(PERTURBATION_TYPES)}")
+
+    def choose(self, perturbation: str, rng: random.Random) -> str | None:
+        """One rejected subgoal of this type (scene objects before colour swaps,
+        later steps before repeats), or ``None`` when the type does not apply."""
+        if perturbation == "wrong_object":
+            pool = self.wrong_object_in_scene or self.wrong_object_swapped
+        elif perturbation == "wrong_order":
+            pool = self.later_steps or self.repeats[:1]
+        else:
+            pool = self.candidates(perturbation)
+        return rng.choice(pool) if pool else None
+
+    def classify(self, subgoal_text: str) -> str | None:
+        """The perturbation type a canonical subgoal falls in, or ``None``: ``p_1`` is an
+        omission; a later plan step or a repeat is a wrong order; any other argument
+        for the expert's verb is a wrong object (also outside the candidate lists)."""
+        if subgoal_text in self.plan[1:2]:
+            return "omission"
+        if subgoal_text in self.later_steps or subgoal_text in self.repeats:
+            return "wrong_order"
+        verb = self.chosen.split("(")[0]
+        if subgoal_text.split("(")[0] == verb and subgoal_text not in self.plan:
+            return "wrong_object"
+        return None
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def perturbation_rng(env_id: str, seed: int, step: int, perturbation: str) -> random.Random:
+    """The generator that picks the rejected subgoal of one decision and type."""
+    return random.Random(f"{env_id}/{seed}/{step}/{perturbation}")
+
+
+def preference_pairs(env_ids: Sequence[str], seeds: Iterable[int],
+                     perturbations: Sequence[str] = PERTURBATION_TYPES) -> list[dict]:
+    """``{prompt, chosen, rejected, metadata}`` for every expert decision and type.
+
+    Completions are a space and the subgoal (as in ``sft_records``). ``metadata``
+    holds env_id, seed, step, perturbation, the expert subgoal, and
+    ``rejected_failure``: the failure type the rejected subgoal gets when
+    executed in that state (``None`` if it happens to succeed).
+    """
+    for perturbation in perturbations:
+        if perturbation not in PERTURBATION_TYPES:
+            raise ConfigError(f"unknown perturbation {perturbation!r}; "
+                              f"expected one of {', '.join(PERTURBATION_TYPES)}")
+    seeds = list(seeds)
+    pairs: list[dict] = []
+    for env_id in env_ids:
+        for seed in seeds:
+            for item in expert_rollout(env_id, seed) or []:
+                decision = Decision(item.episode)
+                for perturbation in perturbations:
+                    rng = perturbation_rng(env_id, seed, item.step, perturbation)
+                    rejected = decision.choose(perturbation, rng)
+                    if rejected is None:
+                        continue
+                    result = execute(item.episode.copy(), rejected)
+                    pairs.append({
+                        "prompt": build_prompt(item.context),
+                        "chosen": " " + item.subgoal,
+                        "rejected": " " + rejected,
+                        "metadata": {
+                            "env_id": env_id, "seed": int(seed), "step": item.step,
+                            "perturbation": perturbation, "expert_subgoal": item.subgoal,
+                            "rejected_failure": None if result.success else result.failure.value,
+                        },
+                    })
+    return pairs
