@@ -1,0 +1,76 @@
+"""Config sections shared by the stages: model, data, training loop, run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from prefalign.config.base import StrictModel
+from prefalign.models.lora import LoraSettings
+
+
+class ModelConfig(StrictModel):
+    """Which model to train and how."""
+
+    name: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct, offline), "
+                      "'tiny' (random, for smoke tests), a local path or a hub id.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype; 'auto' is float32 on CPU and bfloat16 on a GPU.")
+    lora: LoraSettings | None = Field(default_factory=LoraSettings,
+                                      description="LoRA adapters; null for a full fine-tune.")
+    qlora: bool = Field(False, description="Load the base in 4-bit NF4 (needs CUDA + bitsandbytes).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+
+
+class DataConfig(StrictModel):
+    """Where the data comes from and how it is tokenised."""
+
+    train: str = Field(..., description="Training data: a .jsonl/.json/.parquet/.csv path, "
+                       "'hf:NAME[:SPLIT]', or 'builtin:NAME'.")
+    eval: str | None = Field(None, description="Held-out data; if absent, eval_fraction of "
+                             "train is split off by prompt.")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Held-out share when no eval file.")
+    max_length: int = Field(512, gt=8, description="Maximum prompt + completion tokens.")
+    max_prompt_length: int = Field(384, gt=0, description="Maximum prompt tokens.")
+    truncation: Literal["keep_end", "keep_start"] = Field(
+        "keep_end", description="Which end of an over-long prompt to keep.")
+    use_chat_template: bool = Field(True, description="Render prompts with the tokenizer's "
+                                    "chat template.")
+    max_examples: int | None = Field(None, gt=0, description="Use at most this many training rows.")
+
+
+class TrainConfig(StrictModel):
+    """The optimisation loop shared by every stage."""
+
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
+    batch_size: int = Field(8, gt=0, description="Examples per micro-batch.")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule (transformers' schedulers).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null for none.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision.")
+    seed: int = Field(0, description="Seeds python, numpy and torch, and the data order.")
+    eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at the end).")
+    save_every: int = Field(50, ge=0, description="Checkpoint every N steps (0: never).")
+    keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
+    log_every: int = Field(1, gt=0, description="Write metrics every N steps.")
+    trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim"]] = Field(
+        default_factory=list, description="Extra trackers besides metrics.jsonl.")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's).")
+
+
+class RunConfig(StrictModel):
+    """Common fields of every stage: the run's name and directory."""
+
+    name: str = Field("run", description="Run name; output goes to output_dir/name.")
+    output_dir: str = Field("runs", description="Parent folder of run directories.")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
