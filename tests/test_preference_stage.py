@@ -126,6 +126,25 @@ def test_bad_pairs_are_counted_and_skipped(tmp_path, tiny_model_dir, capsys):
     cfg = _cfg(tmp_path, tiny_model_dir, path, "bad", data={
         "train": str(path), "eval_fraction": 0.0, "max_length": 40, "max_prompt_length": 40})
     run_preference(cfg)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "identical" in out and "skipped" in out
     assert all(torch.isfinite(torch.tensor(_losses(cfg.run_dir))))
+
+
+def test_filter_noisy_command_keeps_the_right_pairs(tmp_path, tiny_model_dir, preference_file,
+                                                    monkeypatch, capsys):
+    import sys
+
+    from prefalign.cli import main
+    from prefalign.data.load import load_records
+
+    out = tmp_path / "kept.jsonl"
+    monkeypatch.setattr(sys, "argv", ["prefalign", "data", "filter-noisy", str(preference_file),
+                                      str(out), "--fraction", "0.25",
+                                      "--model", str(tiny_model_dir)])
+    main()
+    kept = load_records(out, "preference")
+    original = load_records(preference_file, "preference")
+    assert len(kept) == len(original) - 12
+    assert all(row in original for row in kept)
+    assert "kept 36 of 48" in capsys.readouterr().out

@@ -9,10 +9,29 @@ import typer
 
 from prefalign.cli.common import CONFIG_OPTION, OVERRIDES_ARGUMENT, RESUME_OPTION, print_result
 from prefalign.cli.confighelp import config_epilog
-from prefalign.config import PreferenceConfig, SFTConfig, load_config
+from prefalign.cli.data import data_app
+from prefalign.config import KTOConfig, PreferenceConfig, SFTConfig, load_config
 
 
 def register(app: typer.Typer) -> None:
+    @data_app.command("filter-noisy")
+    def filter_noisy(
+        source: str = typer.Argument(..., help="Preference pairs (file, hf:NAME or builtin:NAME)."),
+        destination: Path = typer.Argument(..., help="Where to write the kept pairs (.jsonl)."),
+        fraction: float = typer.Option(0.1, help="Share of pairs to drop, lowest reference "
+                                       "margin first."),
+        model: str = typer.Option("embedded", help="Reference model."),
+        max_length: int = typer.Option(512, help="Maximum prompt + completion tokens."),
+        max_prompt_length: int = typer.Option(384, help="Maximum prompt tokens."),
+    ) -> None:
+        """Drop the pairs the reference model disagrees with most (likely label noise)."""
+        from prefalign.stages.preference import filter_noisy_file
+
+        counts = filter_noisy_file(source, str(destination), model, fraction,
+                                   max_length=max_length, max_prompt_length=max_prompt_length)
+        typer.echo(f"kept {counts['kept']} of {counts['encoded']} pairs "
+                   f"(dropped {counts['dropped']}); wrote {destination}")
+
     @app.command(epilog=config_epilog(SFTConfig))
     def sft(config: Optional[Path] = CONFIG_OPTION,
             overrides: Optional[list[str]] = OVERRIDES_ARGUMENT,
@@ -32,3 +51,13 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(PreferenceConfig, config, overrides or [])
         print_result(cfg.run_dir, run_preference(cfg, resume=resume))
+
+    @app.command(epilog=config_epilog(KTOConfig))
+    def kto(config: Optional[Path] = CONFIG_OPTION,
+            overrides: Optional[list[str]] = OVERRIDES_ARGUMENT,
+            resume: bool = RESUME_OPTION) -> None:
+        """KTO on unpaired desirable/undesirable completions (or pairs with from_pairs=true)."""
+        from prefalign.stages.kto import run_kto
+
+        cfg = load_config(KTOConfig, config, overrides or [])
+        print_result(cfg.run_dir, run_kto(cfg, resume=resume))

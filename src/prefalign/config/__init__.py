@@ -9,18 +9,23 @@ from prefalign.config.base import (
                                    load_config,
                                    parse_overrides,
 )
+from prefalign.config.kto import KTOConfig, KTOLossConfig
 from prefalign.config.preference import LossConfig, PhaseConfig, PreferenceConfig, ReferenceConfig
+from prefalign.config.reward import EnsembleConfig, RewardConfig, RewardLossConfig
 from prefalign.config.sections import DataConfig, ModelConfig, RunConfig, TrainConfig
 from prefalign.config.sft import SFTConfig
 
 __all__ = [
                                    "ConfigT",
                                    "DataConfig",
+                                   "EnsembleConfig",
                                    "LossConfig",
                                    "ModelConfig",
                                    "PhaseConfig",
                                    "PreferenceConfig",
                                    "ReferenceConfig",
+                                   "RewardConfig",
+                                   "RewardLossConfig",
                                    "RunConfig",
                                    "SFTConfig",
                                    "StrictModel",

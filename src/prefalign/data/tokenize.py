@@ -227,14 +227,15 @@ def encode_dataset(records: Sequence[dict], encode_fn: Callable[..., dict],
                    **kwargs: Any) -> tuple[list[dict], SkipReport]:
     """Encode every record with ``encode_fn(record, **kwargs)``, skipping unusable ones.
 
-    Returns the examples in record order and a ``SkipReport`` (indices are
-    0-based positions in ``records``). An empty result is the caller's to refuse.
+    Returns the examples in record order, each with ``index`` (its 0-based
+    position in ``records``), and a ``SkipReport``. An empty result is the
+    caller's to refuse.
     """
     report = SkipReport(total=len(records))
     examples = []
     for index, record in enumerate(records):
         try:
-            examples.append(encode_fn(record, **kwargs))
+            examples.append({**encode_fn(record, **kwargs), "index": index})
         except UnusableRecord as error:
             report.add(error.reason, index)
     return examples, report

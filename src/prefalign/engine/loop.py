@@ -214,6 +214,8 @@ class Engine:
         start = self._resume() if resume else 0
         if not resume:
             self.metrics.truncate_after(0)
+        if start == 0 and self.cfg.eval_every:
+            self.evaluate(0)
         result = TrainResult(step=start)
         progress = TrainingProgress(self.steps, start, enabled=self.accelerator.is_main_process)
         step = start

@@ -23,6 +23,7 @@ from prefalign.config import LossConfig, PreferenceConfig, TrainConfig
 from prefalign.data.collate import collate_preference
 from prefalign.data.tokenize import encode_dataset, encode_preference
 from prefalign.engine.algorithm import StepOutput
+from prefalign.log import say
 from prefalign.engine.loop import Engine, TrainResult, seed_everything
 from prefalign.engine.metrics import MetricsLogger
 from prefalign.engine.rundir import RunDir, atomic_write_json
@@ -219,14 +220,16 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
     eval_examples, eval_skipped = encode_dataset(eval_records, encode_preference, **encode_kw)
     for label, report in (("train", skipped), ("eval", eval_skipped)):
         if report.skipped:
-            print(f"dpo: {label}: {report.summary()}")
+            say("dpo", f"{label}: {report.summary()}")
     policy = CompletionLogprobModel(lm)
     reference = _build_reference(cfg, policy, needs_reference)
     if reference.kind != "none" and cfg.reference.precompute:
+        say("dpo", f"reference log-probs for {len(examples) + len(eval_examples)} pairs "
+                   f"({reference.kind} reference)")
         reference = _precompute(reference, policy, examples, eval_examples,
                                 tokenizer.pad_token_id, cfg.train.batch_size, use_cache=True)
         passes = reference.train.forward_passes + reference.eval.forward_passes
-        print(f"dpo: reference log-probs: {passes} forward passes "
+        say("dpo", f"reference log-probs: {passes} forward passes "
               f"({'from cache' if passes == 0 else 'computed and cached'}: "
               f"{reference.train.cache_path})")
         MetricsLogger(run.metrics_path).log(0, {"reference/forward_passes": passes})
@@ -237,9 +240,11 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
     verify_records = eval_records[: cfg.verify_samples]
     verification = {}
     if cfg.verify != "none":
+        say("dpo", f"verifier '{cfg.verify}': greedy generation on {len(verify_records)} "
+                   f"held-out prompts (before training)")
         verification["before"] = pass_rate(lm, tokenizer, verify_records, cfg.verify,
                                            use_chat_template=cfg.data.use_chat_template)
-        print(f"dpo: verifier pass rate before: {verification['before']['pass_rate']:.3f}")
+        say("dpo", f"verifier pass rate before: {verification['before']['pass_rate']:.3f}")
     result = TrainResult(step=0)
     phases = cfg.phases or [None]
     for number, (phase, loss) in enumerate(zip(phases, losses)):
@@ -254,7 +259,7 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
         if fraction > 0:
             phase_examples, kept_ref = filter_noisy_pairs(examples, reference.train, fraction)
             phase_ref = Reference("precomputed", train=kept_ref, eval=reference.eval)
-            print(f"dpo: phase {number}: dropped {len(examples) - len(phase_examples)} "
+            say("dpo", f"phase {number}: dropped {len(examples) - len(phase_examples)} "
                   f"noisiest pairs of {len(examples)}")
         algorithm = PreferenceAlgorithm(phase_examples, eval_examples, loss, phase_ref,
                                         tokenizer.pad_token_id, train_cfg.batch_size,
@@ -268,7 +273,7 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
     if cfg.verify != "none":
         verification["after"] = pass_rate(policy.lm, tokenizer, verify_records, cfg.verify,
                                           use_chat_template=cfg.data.use_chat_template)
-        print(f"dpo: verifier pass rate after: {verification['after']['pass_rate']:.3f}")
+        say("dpo", f"verifier pass rate after: {verification['after']['pass_rate']:.3f}")
         atomic_write_json(run.root / "verify.json", verification)
         result.eval_metrics.update({"verify/before": verification["before"]["pass_rate"],
                                     "verify/after": verification["after"]["pass_rate"]})
@@ -276,3 +281,32 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
     atomic_write_json(run.root / "eval.json", result.eval_metrics)
     return result
 
+
+
+def filter_noisy_file(source: str, destination: str, model: str, fraction: float, *,
+                      max_length: int = 512, max_prompt_length: int = 384,
+                      use_chat_template: bool = True, batch_size: int = 8) -> dict:
+    """Write the pairs of ``source`` minus the ``fraction`` with the lowest reference margin.
+
+    The margin ``log π_ref(chosen|x) − log π_ref(rejected|x)`` under ``model``
+    measures how strongly the reference disagrees with the label; the pairs it
+    disagrees with most are the likeliest to be mislabelled. Log-probs come
+    from (and go to) the reference cache.
+    """
+    from prefalign.data.load import write_jsonl
+    from prefalign.data.sources import load_source
+
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"fraction must be in [0, 1), got {fraction}")
+    records = load_source(source, "preference")
+    lm, tokenizer = load_model(model)
+    examples, skipped = encode_dataset(records, encode_preference, tokenizer=tokenizer,
+                                       max_length=max_length,
+                                       max_prompt_length=max_prompt_length,
+                                       use_chat_template=use_chat_template)
+    ref = reference_logps(CompletionLogprobModel(lm), examples, tokenizer.pad_token_id,
+                          batch_size)
+    kept, _ = filter_noisy_pairs(examples, ref, fraction)
+    write_jsonl([records[e["index"]] for e in kept], destination)
+    return {"read": len(records), "encoded": len(examples), "kept": len(kept),
+            "dropped": len(examples) - len(kept), "skipped": skipped.counts}

@@ -17,6 +17,7 @@ from prefalign.config import SFTConfig
 from prefalign.data.collate import collate_packed, collate_sft, pack_sft
 from prefalign.data.tokenize import encode_dataset, encode_sft
 from prefalign.engine.algorithm import StepOutput
+from prefalign.log import say
 from prefalign.engine.loop import Engine, TrainResult, seed_everything
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel
@@ -86,7 +87,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False,
     examples, skipped = encode_dataset(train_records, encode_sft, **encode_kw)
     eval_examples, _ = encode_dataset(eval_records, encode_sft, **encode_kw)
     if skipped.skipped:
-        print(f"sft: {skipped.summary()}")
+        say("sft", f"{skipped.summary()}")
     run.write_manifest(stage="sft", seed=cfg.train.seed, model_source=cfg.model.name,
                        datasets=fingerprints(train=train_records, eval=eval_records),
                        extra={"train_examples": len(examples), "eval_examples": len(eval_examples)})

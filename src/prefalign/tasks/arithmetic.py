@@ -2,10 +2,13 @@
 
 Each problem is ``a ∘ b`` with two-digit ``a, b`` and ``∘ ∈ {+, −}``. The
 prompt asks for the number only; the verifier extracts the first integer of a
-completion and compares it with the exact result. Preference pairs take the
-correct answer as ``chosen`` and a plausible wrong one as ``rejected`` (off by
-one or ten, or the other operation), so a policy's improvement is measured by
-generating and checking, not only by the loss.
+completion and compares it with the exact result, so a reply passes only when
+it is correct *and* follows the format. Preference pairs take the bare correct
+answer as ``chosen``; ``rejected`` breaks one of the two rules: a plausible
+wrong number (a carry or borrow slip, off by one, the other operation) or a
+verbose reply in the style instruction-tuned models fall into ("To solve this,
+we need to ..."), recorded in ``metadata.perturbation``. A policy's improvement
+is measured by generating and checking, not only by the loss.
 
 Problems are a pure function of (seed, index): the same seed gives the same
 data on every machine, and different seeds give disjoint-by-prompt splits via
@@ -43,6 +46,22 @@ def wrong_answer(a: int, op: str, b: int, rng: random.Random) -> int:
     return rng.choice([c for c in candidates if c != right])
 
 
+VERBOSE_TEMPLATES = (
+    "To solve this, we need to {verb} {b} {prep} {a}.",
+    "{a} {op} {b} = {wrong}",
+    "Sure! {a} {op} {b} is {wrong}.",
+    "The answer is {wrong}.",
+)
+
+
+def verbose_reply(a: int, op: str, b: int, rng: random.Random) -> str:
+    """A reply that ignores "number only": it never starts with the right number."""
+    template = rng.choice(VERBOSE_TEMPLATES)
+    verb, prep = ("add", "to") if op == "+" else ("subtract", "from")
+    return template.format(a=a, b=b, op=op, verb=verb, prep=prep,
+                           wrong=wrong_answer(a, op, b, rng))
+
+
 def problems(n: int, seed: int = 0) -> list[dict]:
     """``n`` distinct problems as ``{"prompt","answer","a","op","b"}`` records."""
     rng = random.Random(f"arithmetic-{seed}")
@@ -61,11 +80,19 @@ def sft_records(n: int, seed: int = 0) -> list[dict]:
     return [{"prompt": p["prompt"], "completion": str(p["answer"])} for p in problems(n, seed)]
 
 
-def preference_records(n: int, seed: int = 0) -> list[dict]:
+def preference_records(n: int, seed: int = 0, verbose_share: float = 0.5) -> list[dict]:
+    """Pairs whose rejected reply is a wrong number or, with ``verbose_share``, verbose."""
     rng = random.Random(f"arithmetic-wrong-{seed}")
-    return [{"prompt": p["prompt"], "chosen": str(p["answer"]),
-             "rejected": str(wrong_answer(p["a"], p["op"], p["b"], rng))}
-            for p in problems(n, seed)]
+    records = []
+    for p in problems(n, seed):
+        a, op, b = p["a"], p["op"], p["b"]
+        if rng.random() < verbose_share:
+            rejected, kind = verbose_reply(a, op, b, rng), "verbose"
+        else:
+            rejected, kind = str(wrong_answer(a, op, b, rng)), "wrong_number"
+        records.append({"prompt": p["prompt"], "chosen": str(p["answer"]), "rejected": rejected,
+                        "answer": p["answer"], "metadata": {"perturbation": kind}})
+    return records
 
 
 def prompt_records(n: int, seed: int = 0) -> list[dict]:
