@@ -409,3 +409,23 @@ def test_dequantised_model_generates_like_the_gguf_model(tmp_path):
         ours = model.generate(ids, **settings)
         theirs = gguf_model.generate(ids, **settings)
     assert torch.equal(ours, theirs)
+
+
+def test_saved_adapter_loads_with_plain_peft_and_survives_a_moved_cache(tmp_path, monkeypatch):
+    from peft import AutoPeftModelForCausalLM
+
+    from prefalign.models.load import adapter_base_name
+    from prefalign.models.lora import LoraSettings
+    from prefalign.models.save import save_model
+
+    monkeypatch.setenv("PREFALIGN_CACHE", str(tmp_path / "cache"))
+    model, tokenizer = load_model("tiny", lora=LoraSettings(r=2))
+    out = save_model(model, tokenizer, tmp_path / "adapter")
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base).is_absolute() and Path(base).is_dir()
+    plain = AutoPeftModelForCausalLM.from_pretrained(out)  # plain peft, no prefalign
+    ids = tokenizer("What is 2 + 3?", return_tensors="pt")["input_ids"]
+    assert plain.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
+    monkeypatch.setenv("PREFALIGN_CACHE", str(tmp_path / "elsewhere"))
+    (tmp_path / "cache").rename(tmp_path / "moved")
+    assert adapter_base_name(str(out)) == "tiny"

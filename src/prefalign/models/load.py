@@ -18,6 +18,7 @@ import torch
 
 from prefalign.errors import ConfigError, ModelError
 from prefalign.models.embedded import (
+    EMBEDDED_DIRNAME,
     ensure_embedded,
     make_staging_dir,
     models_cache_dir,
@@ -31,7 +32,6 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-SHORT_NAMES = ("embedded", "tiny")
 QLORA_HINT = "QLoRA needs a CUDA GPU and bitsandbytes (pip install prefalign[qlora])"
 
 
@@ -79,12 +79,20 @@ def resolve_model_source(name: str) -> str:
 
 
 def portable_name(name: str, source: str) -> str:
-    """The name to record as a model's origin: short names stay short, local
-    directories become absolute, hub ids stay as they are."""
-    if name in SHORT_NAMES:
-        return name
+    """The name to record as a model's origin: local directories (the cache
+    folders of ``embedded`` and ``tiny`` included) become absolute, so plain
+    ``peft`` can load a saved adapter's base; hub ids stay as they are."""
     path = Path(source)
     return str(path.resolve()) if path.is_dir() else source
+
+
+def _short_name_for_cache_path(base: str) -> str | None:
+    """``embedded``/``tiny`` for a recorded cache folder that is absent here
+    (an adapter made on another machine or with another PREFALIGN_CACHE)."""
+    folder = Path(base)
+    if folder.exists() or folder.parent.name != "models":
+        return None
+    return {EMBEDDED_DIRNAME: "embedded", "tiny": "tiny"}.get(folder.name)
 
 
 def is_adapter_dir(source: str) -> bool:
@@ -102,7 +110,7 @@ def adapter_base_name(source: str) -> str:
     if not base:
         raise ModelError(f"{config_path} does not name its base model "
                          f"(base_model_name_or_path is empty)")
-    return base
+    return _short_name_for_cache_path(base) or base
 
 
 def require_model_dir(source: str) -> None:
