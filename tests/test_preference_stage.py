@@ -82,6 +82,7 @@ def test_every_loss_trains_without_nan(tmp_path, tiny_model_dir, preference_file
     if loss in ("simpo", "orpo"):
         assert _ref_passes(cfg.run_dir) == []  # reference-free: no reference pass at all
     assert (cfg.run_dir / "final" / "adapter_config.json").exists()
+    assert (cfg.run_dir / "figures" / "training.png").stat().st_size > 10_000
 
 
 def test_dpo_separate_reference_and_full_finetune(tmp_path, tiny_model_dir, preference_file):

@@ -21,6 +21,7 @@ from prefalign.log import say
 from prefalign.engine.loop import Engine, TrainResult, seed_everything
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel
+from prefalign.report.curves import plot_training_curves
 from prefalign.stages.common import (BatchPlan, fingerprints, load_policy, load_train_eval,
                                      prepare_run, to_device)
 
@@ -99,4 +100,6 @@ def run_sft(cfg: SFTConfig, resume: bool = False,
     result = engine.train(resume=resume)
     if engine.accelerator.is_main_process:
         save_model(engine.accelerator.unwrap_model(engine.model).lm, tokenizer, run.final)
+        plot_training_curves(run.metrics_path, run.figures / "training.png",
+                             ("loss", "perplexity"))
     return result
