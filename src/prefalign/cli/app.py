@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prefalign.cli import train
+from prefalign.cli import online, pipeline, plan, reward, train
 from prefalign.cli.data import data_app
 from prefalign.cli.models import models_app
 
@@ -22,3 +22,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(eval_app, name="eval")
 for module in (train,):
     module.register(app)
+reward.register(app, eval_app)
+online.register(app, eval_app)
+plan.register(app, eval_app)
+pipeline.register(app, eval_app)

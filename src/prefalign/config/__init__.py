@@ -10,6 +10,8 @@ from prefalign.config.base import (
                                    parse_overrides,
 )
 from prefalign.config.kto import KTOConfig, KTOLossConfig
+from prefalign.config.online import OnlineConfig
+from prefalign.config.pipeline import PipelineConfig
 from prefalign.config.preference import LossConfig, PhaseConfig, PreferenceConfig, ReferenceConfig
 from prefalign.config.reward import EnsembleConfig, RewardConfig, RewardLossConfig
 from prefalign.config.sections import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -21,7 +23,9 @@ __all__ = [
                                    "EnsembleConfig",
                                    "LossConfig",
                                    "ModelConfig",
+                                   "OnlineConfig",
                                    "PhaseConfig",
+                                   "PipelineConfig",
                                    "PreferenceConfig",
                                    "ReferenceConfig",
                                    "RewardConfig",

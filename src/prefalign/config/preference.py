@@ -76,3 +76,7 @@ class PreferenceConfig(RunConfig):
         "none", description="Built-in verifier used to measure greedy pass rate on held-out "
         "prompts before and after training.")
     verify_samples: int = Field(100, gt=0, description="Held-out prompts for the verifier.")
+    prefix_sharing: bool = Field(True, description="Lay each pair out as one row [prompt | "
+                                 "chosen | rejected] with a mask that keeps chosen and rejected "
+                                 "apart, so the prompt is computed once (exact; needs sdpa or "
+                                 "eager attention, otherwise off).")

@@ -45,3 +45,5 @@ class RewardConfig(RunConfig):
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     feature_batch_size: int = Field(16, gt=0, description="Sequences per no-grad forward "
                                     "pass when computing features (frozen) or scoring.")
+    cache_features: bool = Field(True, description="tuning=frozen: keep backbone features on "
+                                 "disk, keyed by weights and token ids, for later runs.")

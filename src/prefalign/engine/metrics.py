@@ -2,7 +2,8 @@
 
 One JSON object per line with ``step`` and the metric values. On resume, lines
 from steps after the checkpoint are dropped so the file describes exactly one
-history.
+history. Under several processes only rank 0 writes (the engine hands it
+metrics already gathered from every rank), so the file has one line per step.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from prefalign.engine.distributed import is_main_process
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -22,12 +25,16 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLogger:
-    """Appends metric rows to ``metrics.jsonl`` and forwards them to trackers."""
+    """Appends metric rows to ``metrics.jsonl`` and forwards them to trackers.
 
-    def __init__(self, path: str | Path, accelerator=None, enabled: bool = True):
+    ``enabled`` defaults to "this is rank 0", so a logger made anywhere in stage
+    code never writes the same line once per process.
+    """
+
+    def __init__(self, path: str | Path, accelerator=None, enabled: bool | None = None):
         self.path = Path(path)
         self.accelerator = accelerator
-        self.enabled = enabled
+        self.enabled = is_main_process() if enabled is None else enabled
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after ``step`` (used when resuming from a checkpoint)."""

@@ -1,6 +1,8 @@
 """Offline preference optimisation: the DPO family on {prompt, chosen, rejected}.
 
-Chosen and rejected go through the policy in one concatenated forward pass;
+Chosen and rejected go through the policy in one forward pass, by default as
+one prefix-shared row per pair (``prefix_sharing``: the prompt is computed once,
+``prefalign.data.collate_shared``), otherwise as ``2B`` concatenated rows;
 log-probs are summed over completion tokens only (or averaged with
 ``loss.average_log_prob``). The loss is any entry of
 ``prefalign.losses.preference``. The reference is the policy with its LoRA
@@ -21,8 +23,10 @@ import torch
 
 from prefalign.config import LossConfig, PreferenceConfig, TrainConfig
 from prefalign.data.collate import collate_preference
+from prefalign.data.collate_shared import collate_preference_shared, shared_row_length
 from prefalign.data.tokenize import encode_dataset, encode_preference
 from prefalign.engine.algorithm import StepOutput
+from prefalign.engine.distributed import is_main_process
 from prefalign.log import say
 from prefalign.engine.loop import Engine, TrainResult, seed_everything
 from prefalign.engine.metrics import MetricsLogger
@@ -32,10 +36,11 @@ from prefalign.eval.verifier import pass_rate
 from prefalign.losses.preference import PREFERENCE_LOSSES, preference_loss, requires_reference
 from prefalign.models.load import load_model
 from prefalign.models.save import save_model
-from prefalign.models.token_logprobs import CompletionLogprobModel
+from prefalign.models.token_logprobs import CompletionLogprobModel, supports_mask_4d
+from prefalign.report.curves import plot_training_curves
 from prefalign.stages.common import (BatchPlan, fingerprints, load_policy, load_train_eval,
                                      prepare_run, to_device)
-from prefalign.stages.reference import ReferenceLogps, reference_logps
+from prefalign.stages.reference import ReferenceLogps, pair_logps, reference_logps
 
 
 @dataclass
@@ -57,12 +62,6 @@ def _unwrap(model: torch.nn.Module) -> CompletionLogprobModel:
     return model.module if hasattr(model, "module") else model
 
 
-def sequence_logps(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Summed completion log-probs of every row of a concatenated batch, shape [2B]."""
-    logps = model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-    return (logps * batch["completion_mask"]).sum(-1)
-
-
 def filter_noisy_pairs(examples: list[dict], ref: ReferenceLogps,
                        fraction: float) -> tuple[list[dict], ReferenceLogps]:
     """Drop the ``fraction`` of pairs whose reference margin refc − refr is lowest."""
@@ -81,17 +80,22 @@ class PreferenceAlgorithm:
     """Batches of pairs and the preference-loss step."""
 
     def __init__(self, examples: list[dict], eval_examples: list[dict], loss: LossConfig,
-                 reference: Reference, pad_id: int, batch_size: int, seed: int):
+                 reference: Reference, pad_id: int, batch_size: int, seed: int,
+                 prefix_sharing: bool = False):
         self.examples, self.eval_examples = examples, eval_examples
         self.loss, self.reference, self.pad_id = loss, reference, pad_id
         self.batch_size = batch_size
-        lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
-                   for e in examples]
+        self.collate = collate_preference_shared if prefix_sharing else collate_preference
+        if prefix_sharing:
+            lengths = [shared_row_length(e) for e in examples]
+        else:
+            lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+                       for e in examples]
         self.plan = BatchPlan(lengths, batch_size, seed, self._collate_train)
 
     def _collate(self, examples: list[dict], indices: list[int],
                  precomputed: ReferenceLogps | None) -> dict:
-        batch = collate_preference([examples[i] for i in indices], self.pad_id)
+        batch = self.collate([examples[i] for i in indices], self.pad_id)
         if precomputed is not None:
             index = torch.tensor(indices, dtype=torch.long)
             batch["ref_chosen"], batch["ref_rejected"] = precomputed.chosen[index], \
@@ -114,13 +118,13 @@ class PreferenceAlgorithm:
             return batch["ref_chosen"], batch["ref_rejected"]
         ref_model = self.reference.model or model
         with torch.no_grad(), self.reference.context(model):
-            sums = sequence_logps(ref_model, batch)
+            sums = pair_logps(ref_model, batch)
         half = sums.shape[0] // 2
         return sums[:half], sums[half:]
 
     def compute(self, model, batch) -> StepOutput:
         batch = to_device(batch, next(model.parameters()).device)
-        sums = sequence_logps(model, batch)
+        sums = pair_logps(model, batch)
         half = sums.shape[0] // 2
         chosen_len = batch["chosen_lengths"].to(sums.dtype)
         rejected_len = batch["rejected_lengths"].to(sums.dtype)
@@ -142,7 +146,10 @@ class PreferenceAlgorithm:
             "logps/chosen": float(policy_c.detach().mean()),
             "logps/rejected": float(policy_r.detach().mean()),
         }
-        return StepOutput(out.loss, metrics, tokens=int(batch["attention_mask"].sum()))
+        # Tokens of the two sequences prompt+chosen and prompt+rejected, whatever the layout.
+        tokens = int(2 * batch["prompt_lengths"].sum() + batch["chosen_lengths"].sum()
+                     + batch["rejected_lengths"].sum())
+        return StepOutput(out.loss, metrics, tokens=tokens)
 
     def step(self, model, batch) -> StepOutput:
         return self.compute(model, batch)
@@ -195,11 +202,13 @@ def _build_reference(cfg: PreferenceConfig, policy: CompletionLogprobModel,
 
 
 def _precompute(reference: Reference, policy: CompletionLogprobModel, examples, eval_examples,
-                pad_id: int, batch_size: int, use_cache: bool) -> Reference:
+                pad_id: int, batch_size: int, use_cache: bool,
+                prefix_sharing: bool = True) -> Reference:
     model = reference.model or policy
     with reference.context(policy):
-        train = reference_logps(model, examples, pad_id, batch_size, use_cache)
-        held_out = reference_logps(model, eval_examples, pad_id, batch_size, use_cache)
+        train = reference_logps(model, examples, pad_id, batch_size, use_cache, prefix_sharing)
+        held_out = reference_logps(model, eval_examples, pad_id, batch_size, use_cache,
+                                   prefix_sharing)
     return Reference("precomputed", train=train, eval=held_out)
 
 
@@ -223,11 +232,17 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
             say("dpo", f"{label}: {report.summary()}")
     policy = CompletionLogprobModel(lm)
     reference = _build_reference(cfg, policy, needs_reference)
+    sharing = cfg.prefix_sharing and all(supports_mask_4d(m) for m in (policy, reference.model)
+                                         if m is not None)
+    if cfg.prefix_sharing and not sharing:
+        say("dpo", "prefix sharing off: the model's attention implementation takes no custom "
+                   "mask (needs sdpa or eager)")
     if reference.kind != "none" and cfg.reference.precompute:
         say("dpo", f"reference log-probs for {len(examples) + len(eval_examples)} pairs "
                    f"({reference.kind} reference)")
         reference = _precompute(reference, policy, examples, eval_examples,
-                                tokenizer.pad_token_id, cfg.train.batch_size, use_cache=True)
+                                tokenizer.pad_token_id, cfg.train.batch_size, use_cache=True,
+                                prefix_sharing=sharing)
         passes = reference.train.forward_passes + reference.eval.forward_passes
         say("dpo", f"reference log-probs: {passes} forward passes "
               f"({'from cache' if passes == 0 else 'computed and cached'}: "
@@ -263,7 +278,7 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
                   f"noisiest pairs of {len(examples)}")
         algorithm = PreferenceAlgorithm(phase_examples, eval_examples, loss, phase_ref,
                                         tokenizer.pad_token_id, train_cfg.batch_size,
-                                        train_cfg.seed + number)
+                                        train_cfg.seed + number, prefix_sharing=sharing)
         engine = Engine(policy, algorithm, train_cfg, phase_run, on_step_end=on_step_end)
         result = engine.train(resume=resume and bool(list(phase_run.checkpoints.glob("step-*"))))
         policy = engine.accelerator.unwrap_model(engine.model)
@@ -277,8 +292,11 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
         atomic_write_json(run.root / "verify.json", verification)
         result.eval_metrics.update({"verify/before": verification["before"]["pass_rate"],
                                     "verify/after": verification["after"]["pass_rate"]})
-    save_model(policy.lm, tokenizer, run.final)
+    if is_main_process():  # one writer under several processes
+        save_model(policy.lm, tokenizer, run.final)
     atomic_write_json(run.root / "eval.json", result.eval_metrics)
+    plot_training_curves(run.metrics_path, run.figures / "training.png",
+                         ("loss", "rewards/accuracy", "rewards/margin"))
     return result
 
 

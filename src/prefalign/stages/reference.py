@@ -8,12 +8,24 @@ hashes the reference model's weights and config with the exact token ids of
 every example, so it changes with the model, the tokenizer or chat template,
 the data, and the length limits — and a sweep over β or the loss pays for the
 reference once.
+
+Under several processes the pass is computed once for the whole job: the
+batches are dealt round-robin to the ranks, each rank runs its share, the
+sums are gathered back into dataset order on every rank, and rank 0 alone
+writes the cache. Each batch keeps the composition it has in a single
+process, so the gathered values equal the single-process ones.
+
+The passes take pairs longest first, so each batch pads little, and by default
+lay each pair out as one prefix-shared row (``prefalign.data.collate_shared``):
+the prompt is computed once for chosen and rejected. Both layouts give the same
+log-probs (up to float rounding), so the cache key does not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +33,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prefalign.data.collate import collate_preference
+from prefalign.data.collate_shared import (collate_preference_shared, shared_row_length,
+                                           split_shared_sums)
+from prefalign.engine import distributed
 from prefalign.models.embedded import cache_root
+from prefalign.models.token_logprobs import supports_mask_4d
 from prefalign.stages.common import to_device
 
 
@@ -72,41 +88,90 @@ def cache_dir() -> Path:
     return cache_root() / "reference_logps"
 
 
+def pair_logps(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Summed completion log-probs of every pair: chosen ``[B]`` then rejected ``[B]``.
+
+    ``model`` is a ``CompletionLogprobModel``; ``batch`` comes from
+    ``collate_preference`` (``2B`` rows) or ``collate_preference_shared`` (``B``
+    prefix-shared rows, recognised by its ``segment_ids``). Shape ``[2B]``.
+    """
+    if "segment_ids" in batch:
+        logps = model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                      batch["position_ids"], batch["predictor_positions"])
+        return split_shared_sums(logps, batch["segment_ids"])
+    logps = model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    return (logps * batch["completion_mask"]).sum(-1)
+
+
 @torch.no_grad()
-def compute_reference_logps(model: torch.nn.Module, examples: list[dict], pad_id: int,
-                            batch_size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Batched no-grad passes of ``model`` (a CompletionLogprobModel) over all pairs."""
+def _batch_sums(model: torch.nn.Module, examples: list[dict], pad_id: int, batch_size: int,
+                batch_numbers: list[int], prefix_sharing: bool) -> list[tuple[int, torch.Tensor]]:
+    """``(batch number, [2, B] chosen/rejected sums)`` for the listed batches."""
     device = next(model.parameters()).device
-    chosen, rejected, passes = [], [], 0
+    collate = collate_preference_shared if prefix_sharing else collate_preference
+    out = []
     was_training = model.training
     model.eval()
-    for start in range(0, len(examples), batch_size):
-        batch = to_device(collate_preference(examples[start:start + batch_size], pad_id), device)
-        logps = model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-        sums = (logps * batch["completion_mask"]).sum(-1).float().cpu()
-        half = sums.shape[0] // 2
-        chosen.append(sums[:half])
-        rejected.append(sums[half:])
-        passes += 1
+    for number in batch_numbers:
+        start = number * batch_size
+        batch = to_device(collate(examples[start:start + batch_size], pad_id), device)
+        sums = pair_logps(model, batch).float().cpu()
+        out.append((number, sums.view(2, -1)))
     model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected), passes
+    return out
+
+
+def compute_reference_logps(model: torch.nn.Module, examples: list[dict], pad_id: int,
+                            batch_size: int, prefix_sharing: bool = True
+                            ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Batched no-grad passes of ``model`` (a CompletionLogprobModel) over all pairs.
+
+    Pairs are batched longest first (little padding) and, with ``prefix_sharing``
+    and a model whose attention takes a custom mask, laid out one prefix-shared
+    row per pair. Returns chosen sums ``[N]``, rejected sums ``[N]`` in the order
+    of ``examples``, and the number of forward passes run by the whole job. Under
+    several processes each rank runs every N-th batch and the results are
+    gathered, in order, on every rank.
+    """
+    sharing = prefix_sharing and supports_mask_4d(model)
+    order = sorted(range(len(examples)), key=lambda i: -shared_row_length(examples[i]))
+    by_length = [examples[i] for i in order]
+    batches = -(-len(examples) // batch_size)
+    mine = distributed.shard_indices(batches, distributed.rank(), distributed.world_size())
+    shards = distributed.all_gather_objects(_batch_sums(model, by_length, pad_id, batch_size,
+                                                        mine, sharing))
+    ordered = distributed.concat_in_order(shards)
+    index = torch.tensor(order, dtype=torch.long)
+    chosen, rejected = torch.empty(len(examples)), torch.empty(len(examples))
+    chosen[index] = torch.cat([sums[0] for sums in ordered])
+    rejected[index] = torch.cat([sums[1] for sums in ordered])
+    return chosen, rejected, len(ordered)
+
+
+def _write_cache(path: Path, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
+    tmp.replace(path)
 
 
 def reference_logps(model: torch.nn.Module, examples: list[dict], pad_id: int,
-                    batch_size: int, use_cache: bool = True) -> ReferenceLogps:
+                    batch_size: int, use_cache: bool = True,
+                    prefix_sharing: bool = True) -> ReferenceLogps:
     """π_ref log-probs for ``examples``, from the disk cache when the key matches."""
     if not examples:
         empty = torch.zeros(0)
         return ReferenceLogps(empty, empty)
+    distributed.ensure_process_group()
     key = f"{model_fingerprint(model)}-{examples_fingerprint(examples)}"
     path = cache_dir() / f"{key}.safetensors"
-    if use_cache and path.exists():
+    # Rank 0 decides, so that every rank takes the same branch.
+    if distributed.broadcast_object(use_cache and path.exists()):
         stored = load_file(str(path))
         return ReferenceLogps(stored["chosen"], stored["rejected"], 0, path, True)
-    chosen, rejected, passes = compute_reference_logps(model, examples, pad_id, batch_size)
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
-        tmp.replace(path)
+    chosen, rejected, passes = compute_reference_logps(model, examples, pad_id, batch_size,
+                                                       prefix_sharing)
+    if use_cache and distributed.is_main_process():
+        _write_cache(path, chosen, rejected)
+    distributed.barrier()
     return ReferenceLogps(chosen, rejected, passes, path if use_cache else None, False)

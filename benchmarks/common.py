@@ -1,0 +1,260 @@
+"""Shared pieces of the side-by-side benchmarks against TRL.
+
+* the preference pairs both sides train on, as token ids (so both see exactly
+  the same tokens): real hh-rlhf pairs from ``../shared/data`` cut to the
+  benchmark's shape, or a generated set of that shape when the data is absent;
+* each measured run in its own child process (``run_child``), with the thread
+  count fixed through the environment and ``torch.set_num_threads``, reporting
+  its wall time and its peak resident memory (``ru_maxrss``);
+* the machine's fp32 matmul rate and an analytic FLOP model, so achieved
+  FLOP/s can be put next to the hardware limit;
+* medians over repetitions and markdown tables.
+
+FLOP model (multiply-add = 2 FLOPs; ``N`` = parameters of the decoder's linear
+layers, ``H`` hidden size, ``V`` vocabulary, ``L`` layers, ``T`` padded row
+length, ``n`` tokens in a forward pass, ``r`` LoRA rank):
+
+* forward: ``2·N·n`` (linear layers) + ``2·Σ r·(in+out)·n`` (LoRA) +
+  ``4·L·H·T·n`` (attention scores and weighted values, dense: a custom or
+  padding mask makes sdpa compute every query-key pair) + ``2·H·V`` per
+  position that goes through the LM head;
+* backward with frozen base weights: gradients with respect to activations
+  only, ``2·N·n``, plus LoRA activation and weight gradients ``4·Σ r·(in+out)·n``,
+  attention ``8·L·H·T·n``, and ``2·H·V`` per head position (TRL's chunked head
+  recomputes its logits in the backward: another ``2·H·V``);
+* activation checkpointing recomputes the decoder forward (not the head);
+* a reference pass is a forward without backward.
+
+Counts are of executed work: padding, repeated prompts and head positions that
+are thrown away count, so two implementations doing the same training at
+different cost show different FLOP totals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HH_PAIRS = REPO.parent / "shared" / "data" / "hh-rlhf-harmless" / "pairs.jsonl"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+PROMPT_TOKENS = (100, 150)
+COMPLETION_TOKENS = (30, 60)
+
+
+# -- data ---------------------------------------------------------------------------
+def _cut(rng: random.Random, prompt: list[int], chosen: list[int],
+         rejected: list[int]) -> dict | None:
+    """The pair cut to a prompt of 100–150 tokens (its end) and completions of 30–60
+    (their start); None when it is too short for that or the cut makes the two equal."""
+    p_len = rng.randint(*PROMPT_TOKENS)
+    c_len, r_len = rng.randint(*COMPLETION_TOKENS), rng.randint(*COMPLETION_TOKENS)
+    if len(prompt) < p_len or len(chosen) < COMPLETION_TOKENS[0] or \
+            len(rejected) < COMPLETION_TOKENS[0]:
+        return None
+    pair = {"prompt_ids": prompt[-p_len:], "chosen_ids": chosen[:c_len],
+            "rejected_ids": rejected[:r_len]}
+    return None if pair["chosen_ids"] == pair["rejected_ids"] else pair
+
+
+def hh_pairs(tokenizer, count: int, seed: int, path: Path = HH_PAIRS) -> list[dict]:
+    """``count`` hh-rlhf pairs rendered with the chat template and cut to the benchmark shape."""
+    from prefalign.data.convert import hh_to_preference
+    from prefalign.data.schema import UnusableRecord
+    from prefalign.data.tokenize import encode_preference
+
+    rng = random.Random(seed)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rng.shuffle(rows)
+    pairs = []
+    for row in rows:
+        try:
+            example = encode_preference(hh_to_preference(row), tokenizer)
+        except UnusableRecord:
+            continue
+        pair = _cut(rng, example["prompt_ids"], example["chosen_ids"], example["rejected_ids"])
+        if pair is not None:
+            pairs.append(pair)
+        if len(pairs) == count:
+            return pairs
+    raise SystemExit(f"{path} has only {len(pairs)} pairs of the benchmark shape; "
+                     f"ask for fewer or use --generated")
+
+
+def generated_pairs(vocab_size: int, count: int, seed: int) -> list[dict]:
+    """``count`` pairs of random token ids with the benchmark's lengths."""
+    rng = random.Random(seed)
+    draw = lambda low, high: [rng.randrange(vocab_size) for _ in range(rng.randint(low, high))]
+    return [{"prompt_ids": draw(*PROMPT_TOKENS), "chosen_ids": draw(*COMPLETION_TOKENS),
+             "rejected_ids": draw(*COMPLETION_TOKENS)} for _ in range(count)]
+
+
+def benchmark_pairs(count: int, seed: int, generated: bool) -> tuple[list[dict], str]:
+    """The pairs and a description of where they came from."""
+    from prefalign.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    if not generated and HH_PAIRS.is_file():
+        return hh_pairs(tokenizer, count, seed), f"hh-rlhf harmless ({HH_PAIRS.name}), cut"
+    return generated_pairs(len(tokenizer), count, seed), "generated token ids"
+
+
+def logical_tokens(pair: dict) -> int:
+    """Tokens of prompt+chosen and prompt+rejected: the same count for every layout."""
+    return 2 * len(pair["prompt_ids"]) + len(pair["chosen_ids"]) + len(pair["rejected_ids"])
+
+
+# -- child processes -----------------------------------------------------------------
+def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
+               TRANSFORMERS_VERBOSITY="error", HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+               PYTHONWARNINGS="ignore")
+    env.update(extra or {})
+    return env
+
+
+def run_child(script: Path, mode: str, spec_path: Path, threads: int,
+              env: dict[str, str] | None = None) -> dict:
+    """Run ``script --child MODE SPEC`` and return the JSON object it prints last."""
+    proc = subprocess.run([sys.executable, str(script), "--child", mode, str(spec_path)],
+                          capture_output=True, text=True, env=child_env(threads, env))
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(result: dict) -> None:
+    """Print a child's result as the last line of its output."""
+    print(json.dumps(result), flush=True)
+
+
+# -- hardware limit -------------------------------------------------------------------
+def matmul_rate(threads: int, size: int = 1536, seconds: float = 3.0) -> float:
+    """Best fp32 FLOP/s of ``size³`` matrix products over about ``seconds`` seconds."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - started))
+    return best
+
+
+# -- FLOP model -------------------------------------------------------------------------
+@dataclass
+class TransformerShape:
+    """What the FLOP model needs to know about a decoder-only model with LoRA adapters."""
+
+    hidden: int
+    layers: int
+    vocab: int
+    linear_params: int  # weights of every decoder linear layer (all layers)
+    lora_params: int  # Σ r·(in + out) over adapted layers (all layers)
+
+    @classmethod
+    def from_config(cls, config, lora_rank: int,
+                    lora_targets: list[str] = LORA_TARGETS) -> TransformerShape:
+        h, inter = config.hidden_size, config.intermediate_size
+        kv = config.num_key_value_heads * (h // config.num_attention_heads)
+        shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                  "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
+        per_layer = sum(i * o for i, o in shapes.values())
+        lora = sum(lora_rank * (shapes[t][0] + shapes[t][1]) for t in lora_targets)
+        return cls(h, config.num_hidden_layers, config.vocab_size,
+                   per_layer * config.num_hidden_layers, lora * config.num_hidden_layers)
+
+    def decoder_forward(self, rows: int, length: int) -> float:
+        tokens = rows * length
+        return (2 * self.linear_params * tokens + 2 * self.lora_params * tokens
+                + 4 * self.layers * self.hidden * length * tokens)
+
+    def decoder_backward(self, rows: int, length: int) -> float:
+        tokens = rows * length
+        return (2 * self.linear_params * tokens + 4 * self.lora_params * tokens
+                + 8 * self.layers * self.hidden * length * tokens)
+
+    def head(self, positions: int) -> float:
+        return 2 * self.hidden * self.vocab * positions
+
+
+def pass_flops(shape: TransformerShape, record: dict, checkpointing: bool,
+               head_recompute: bool) -> float:
+    """Executed FLOPs of one recorded forward pass (and its backward when it had one).
+
+    ``record``: ``rows``, ``length`` (padded), ``head`` (positions through the LM
+    head) and ``grad`` (whether a backward followed).
+    """
+    rows, length, head = record["rows"], record["length"], record["head"]
+    flops = shape.decoder_forward(rows, length) + shape.head(head)
+    if record["grad"]:
+        flops += shape.decoder_backward(rows, length) + shape.head(head)
+        if checkpointing:
+            flops += shape.decoder_forward(rows, length)
+        if head_recompute:
+            flops += shape.head(head)
+    return flops
+
+
+# -- results -----------------------------------------------------------------------------
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "accelerate", "datasets", "trl", "prefalign"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        total_kb = int(meminfo.read_text().split()[1])
+        memory = f"{total_kb / 1024 ** 2:.1f} GiB"
+    return {"cpu": cpu, "logical_cpus": str(os.cpu_count()), "memory": memory,
+            "os": platform.platform(), "load_average": " ".join(f"{x:.2f}" for x in
+                                                                os.getloadavg())}
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

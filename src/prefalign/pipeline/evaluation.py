@@ -1,0 +1,110 @@
+"""The pipeline's evaluation stage: every policy on the held-out test episodes.
+
+Each policy (base model, SFT, DPO, DPO with best-of-n reranking by the reward
+model) plays the test seeds of every environment through ``evaluate_policy``:
+single-step decisions on the expert's states and closed-loop episodes judged by
+the executor. One result file per policy (``eval/<policy>.json``) is written as
+soon as it is done, so an interrupted evaluation continues with the next
+policy; ``eval/summary.json`` collects the headline numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from prefalign.config.pipeline import PipelineConfig
+from prefalign.engine.rundir import atomic_write_json
+from prefalign.envs.minigrid import evaluate_policy, proportion, split_seeds
+from prefalign.eval.minigrid import BestOfNPolicy, GreedyPolicy
+from prefalign.log import say
+from prefalign.pipeline.artifacts import ARTIFACTS
+
+
+def held_out_seeds(cfg: PipelineConfig) -> range:
+    """The held-out test seeds of the data stage's split."""
+    data = cfg.data
+    return split_seeds(data.train_seeds, data.validation_seeds, data.test_seeds,
+                       data.seed_start).test
+
+
+def policy_sources(cfg: PipelineConfig, root: Path) -> dict[str, str]:
+    """The model each policy generates with."""
+    return {"base": cfg.model, "sft": str(ARTIFACTS["sft_model"].location(root)),
+            "dpo": str(ARTIFACTS["dpo_model"].location(root)),
+            "dpo_best_of_n": str(ARTIFACTS["dpo_model"].location(root))}
+
+
+def _build_policy(name: str, cfg: PipelineConfig, root: Path, lm, tokenizer):
+    common = dict(prompt_style=cfg.data.prompt_style, max_new_tokens=cfg.eval.max_new_tokens,
+                  batch_size=cfg.eval.batch_size, use_chat_template=cfg.use_chat_template,
+                  label=f"eval {name}")
+    if name != "dpo_best_of_n":
+        return GreedyPolicy(lm, tokenizer, **common)
+    from prefalign.rewards import RewardModel
+
+    reward_model = RewardModel.load(ARTIFACTS["reward_model"].location(root), dtype=cfg.dtype)
+    return BestOfNPolicy(lm, tokenizer, reward_model, n=cfg.eval.best_of_n,
+                         temperature=cfg.eval.temperature, seed=cfg.seed, **common)
+
+
+def perturbation_error_rate(report: dict) -> dict:
+    """Share of single-step decisions that fall in a perturbation type, with its interval."""
+    single = report["single_step"]
+    return proportion(sum(single["perturbation_matches"].values()), single["decisions"])
+
+
+def headline(result: dict) -> dict:
+    """The numbers the report leads with, overall and per environment."""
+    def numbers(report: dict) -> dict:
+        single = report["single_step"]
+        return {"closed_loop_success": report["closed_loop"]["success"],
+                "single_step_success": single["execution_success"],
+                "grammar_valid": single["grammar_valid"],
+                "expert_agreement": single["expert_agreement"],
+                "perturbation_errors": perturbation_error_rate(report)}
+
+    return {"overall": numbers(result["overall"]),
+            "environments": {env: numbers(rep) for env, rep in result["environments"].items()}}
+
+
+def run_evaluation(cfg: PipelineConfig, root: Path) -> dict:
+    """Evaluate ``cfg.eval.policies`` (skipping those already written); write the summary."""
+    from prefalign.models.load import load_model
+
+    out_dir = root / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = held_out_seeds(cfg)
+    sources = policy_sources(cfg, root)
+    loaded: tuple[str, object, object] | None = None
+    summary: dict[str, dict] = {}
+    for name in cfg.eval.policies:
+        path = out_dir / f"{name}.json"
+        if path.is_file():
+            say("eval", f"{name}: already evaluated ({path})")
+        else:
+            if loaded is None or loaded[0] != sources[name]:
+                loaded = (sources[name], *load_model(sources[name], dtype=cfg.dtype))
+            policy = _build_policy(name, cfg, root, loaded[1], loaded[2])
+            say("eval", f"{name}: {len(cfg.data.environments)} environments x {len(seeds)} "
+                        f"test episodes (single step, then closed loop)")
+            started = time.perf_counter()
+            result = evaluate_policy(policy, cfg.data.environments, seeds,
+                                     step_budget=cfg.eval.step_budget)
+            result.update(policy=name, model=sources[name], generation=policy.stats(),
+                          seconds=round(time.perf_counter() - started, 1))
+            atomic_write_json(path, result)
+            success = result["overall"]["closed_loop"]["success"]
+            say("eval", f"{name}: closed-loop success {success['k']}/{success['n']} "
+                        f"in {result['seconds']:.0f}s")
+        result = json.loads(path.read_text())
+        summary[name] = {**headline(result), "generation": result["generation"],
+                         "seconds": result["seconds"]}
+    atomic_write_json(ARTIFACTS["evaluation"].location(root),
+                      {"policies": summary, "order": list(cfg.eval.policies),
+                       "environments": list(cfg.data.environments),
+                       "test_seeds": [seeds.start, seeds.stop],
+                       "step_budget": cfg.eval.step_budget})
+    return {name: values["overall"]["closed_loop_success"]["rate"]
+            for name, values in summary.items()}

@@ -1,0 +1,126 @@
+"""The pipeline's data stage: MiniGrid expert traces and preference pairs as JSONL files.
+
+Seeds split into disjoint train / validation / test ranges (``split_seeds``),
+the same for every environment. From the training seeds come supervised
+records (the expert's subgoal in each state it saw) and preference pairs (the
+expert's subgoal against a perturbed one); from the validation seeds, the
+held-out versions of both; the test seeds are left for the evaluation.
+
+Disjoint seeds do not mean disjoint states: small rooms repeat layouts, so a
+validation or test state can occur word for word in a training episode. The
+stage measures that (``context_overlap``, before and after) and removes from
+training every state that also occurs in a validation trace (the data layer
+refuses a prompt in two splits) and, with ``exclude_test_states``, in a test
+trace. Repeated states stay (the training distribution is the expert's state
+distribution); records are sampled with the pipeline seed when capped and
+restyled to the configured prompt style.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+from prefalign.config.pipeline import MinigridDataConfig
+from prefalign.data.load import write_jsonl
+from prefalign.envs.minigrid import (
+    check_split_leakage,
+    context_overlap,
+    generate_traces,
+    preference_pairs,
+    sft_records,
+    split_seeds,
+)
+from prefalign.envs.minigrid.context import build_prompt
+from prefalign.errors import DataError
+from prefalign.eval.minigrid import restyle_prompt
+from prefalign.log import say
+
+DATA_FILES = {"sft_train": "sft_train.jsonl", "sft_validation": "sft_validation.jsonl",
+              "pairs_train": "pairs_train.jsonl", "pairs_validation": "pairs_validation.jsonl"}
+
+
+def _overlap_by_environment(train: list[dict], held_out: list[dict],
+                            env_ids: list[str]) -> dict[str, dict]:
+    per_env = {env_id: context_overlap([t for t in train if t["env_id"] == env_id],
+                                       [t for t in held_out if t["env_id"] == env_id])
+               for env_id in env_ids}
+    per_env["all"] = context_overlap(train, held_out)
+    return per_env
+
+
+def _sample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """At most ``limit`` records: a seeded sample, kept in original order."""
+    if limit is None or len(records) <= limit:
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def _restyle(records: list[dict], style: str) -> list[dict]:
+    return [{**record, "prompt": restyle_prompt(record["prompt"], style)} for record in records]
+
+
+def _sft_rows(traces: list[dict]) -> list[dict]:
+    rows = sft_records(traces)
+    for row, trace in zip(rows, traces):
+        row["metadata"] = {"env_id": trace["env_id"], "seed": trace["seed"],
+                           "step": trace["step"]}
+    return rows
+
+
+def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int) -> dict:
+    """Write the four JSONL files of ``DATA_FILES`` into ``out_dir``; return the summary
+    (seed ranges, counts per environment, state overlap before and after exclusion)."""
+    out_dir = Path(out_dir)
+    envs = list(cfg.environments)
+    splits = split_seeds(cfg.train_seeds, cfg.validation_seeds, cfg.test_seeds, cfg.seed_start)
+    say("data", f"expert traces of {len(envs)} environments: seeds {splits.train.start}-"
+                f"{splits.train.stop - 1} train, {splits.validation.start}-"
+                f"{splits.validation.stop - 1} validation, {splits.test.start}-"
+                f"{splits.test.stop - 1} test")
+    traces = {name: generate_traces(envs, seeds) for name, seeds in splits.as_dict().items()}
+    check_split_leakage(traces)
+    overlap_before = _overlap_by_environment(traces["train"], traces["test"], envs)
+    excluded = {t["context"] for t in traces["validation"]}
+    if cfg.exclude_test_states:
+        excluded |= {t["context"] for t in traces["test"]}
+    train_traces = [t for t in traces["train"] if t["context"] not in excluded]
+    overlap_after = _overlap_by_environment(train_traces, traces["test"], envs)
+
+    sft_train = _sample(_sft_rows(train_traces), cfg.max_sft_examples, seed)
+    sft_validation = _sft_rows(traces["validation"])
+    say("data", f"{len(sft_train)} SFT examples ({len(traces['train']) - len(train_traces)} "
+                f"training states dropped as they occur in held-out episodes)")
+
+    say("data", f"preference pairs ({', '.join(cfg.perturbations)})")
+    excluded_prompts = {build_prompt(context) for context in excluded}
+    pairs_train = [p for p in preference_pairs(envs, splits.train, cfg.perturbations)
+                   if p["prompt"] not in excluded_prompts]
+    pairs_train = _sample(pairs_train, cfg.max_pairs, seed)
+    pairs_validation = preference_pairs(envs, splits.validation, cfg.perturbations)
+    if not sft_train or not pairs_train:
+        raise DataError(f"no training data left: {len(sft_train)} SFT examples and "
+                        f"{len(pairs_train)} pairs; raise data.train_seeds")
+    outputs = {"sft_train": sft_train, "sft_validation": sft_validation,
+               "pairs_train": pairs_train, "pairs_validation": pairs_validation}
+    for key, records in outputs.items():
+        write_jsonl(_restyle(records, cfg.prompt_style), out_dir / DATA_FILES[key])
+    say("data", f"{len(pairs_train)} training pairs, {len(sft_validation)} validation "
+                f"examples, {len(pairs_validation)} validation pairs")
+    return {
+        "environments": envs,
+        "seeds": {name: [r.start, r.stop] for name, r in splits.as_dict().items()},
+        "prompt_style": cfg.prompt_style,
+        "exclude_test_states": cfg.exclude_test_states,
+        "counts": {key: len(records) for key, records in outputs.items()},
+        "sft_per_environment": dict(Counter(r["metadata"]["env_id"] for r in sft_train)),
+        "pairs_per_perturbation": dict(Counter(p["metadata"]["perturbation"]
+                                               for p in pairs_train)),
+        "rejected_failing": sum(p["metadata"]["rejected_failure"] is not None
+                                for p in pairs_train),
+        "test_states": len(traces["test"]),
+        "test_state_overlap": {"before_exclusion": overlap_before,
+                               "after_exclusion": overlap_after},
+    }

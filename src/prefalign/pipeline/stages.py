@@ -1,0 +1,171 @@
+"""The pipeline's stages: what each needs, what it makes, and how it runs.
+
+Each stage builds the config of an existing stage API from the pipeline config
+and the run directory (``run_sft``, ``run_preference``, ``run_reward``), or runs
+the data, evaluation and report steps. The links are fixed: data files →
+SFT → DPO from the SFT adapter (whose disabled LoRA is the SFT reference) →
+reward model on the frozen DPO model → evaluation of every policy → report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefalign.config import (
+    DataConfig,
+    ModelConfig,
+    PreferenceConfig,
+    RewardConfig,
+    SFTConfig,
+    TrainConfig,
+)
+from prefalign.config.pipeline import PipelineConfig
+from prefalign.engine.checkpoint import list_checkpoints
+from prefalign.engine.rundir import atomic_write_json
+from prefalign.pipeline.artifacts import ARTIFACTS, POLICY_INPUTS
+
+SUBGOAL_TOKENS = 16  # room for a completion: a subgoal is at most 7 tokens plus end of sequence
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a running stage gets: the pipeline config and the run directory."""
+
+    cfg: PipelineConfig
+    root: Path
+
+    def path(self, artifact: str) -> Path:
+        return ARTIFACTS[artifact].location(self.root)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: the config sections it reads, the outputs it needs and makes, its runner."""
+
+    name: str
+    sections: tuple[str, ...]
+    requires: Callable[[PipelineConfig], list[str]]
+    produces: tuple[str, ...]
+    run: Callable[[StageContext], dict]
+
+
+def _train(section: TrainConfig, cfg: PipelineConfig) -> TrainConfig:
+    if cfg.threads is None or section.threads is not None:
+        return section
+    return section.model_copy(update={"threads": cfg.threads})
+
+
+def _data(ctx: StageContext, train: str, held_out: str, max_length: int) -> DataConfig:
+    return DataConfig(train=str(ctx.path(train)), eval=str(ctx.path(held_out)),
+                      max_length=max_length, max_prompt_length=max_length - SUBGOAL_TOKENS,
+                      use_chat_template=ctx.cfg.use_chat_template)
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    return bool(list_checkpoints(run_dir / "checkpoints"))
+
+
+def _eval_metrics(run_dir: Path) -> dict:
+    path = run_dir / "eval.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def sft_config(ctx: StageContext) -> SFTConfig:
+    cfg = ctx.cfg
+    return SFTConfig(name="sft", output_dir=str(ctx.root),
+                     model=ModelConfig(name=cfg.model, dtype=cfg.dtype, lora=cfg.sft.lora),
+                     data=_data(ctx, "sft_data", "sft_validation", cfg.sft.max_length),
+                     train=_train(cfg.sft.train, cfg))
+
+
+def dpo_config(ctx: StageContext) -> PreferenceConfig:
+    cfg = ctx.cfg
+    return PreferenceConfig(name="dpo", output_dir=str(ctx.root),
+                            model=ModelConfig(name=str(ctx.path("sft_model")), dtype=cfg.dtype,
+                                              lora=cfg.dpo.lora),
+                            data=_data(ctx, "pairs", "pairs_validation", cfg.dpo.max_length),
+                            train=_train(cfg.dpo.train, cfg), loss=cfg.dpo.loss,
+                            reference=cfg.dpo.reference)
+
+
+def rm_config(ctx: StageContext) -> RewardConfig:
+    cfg = ctx.cfg
+    return RewardConfig(name="rm", output_dir=str(ctx.root),
+                        model=ModelConfig(name=str(ctx.path("dpo_model")), dtype=cfg.dtype,
+                                          lora=cfg.rm.lora),
+                        data=_data(ctx, "pairs", "pairs_validation", cfg.rm.max_length),
+                        train=_train(cfg.rm.train, cfg), tuning=cfg.rm.tuning,
+                        objective="pairwise", loss=cfg.rm.loss, ensemble=cfg.rm.ensemble,
+                        feature_batch_size=cfg.rm.feature_batch_size)
+
+
+def _run_data(ctx: StageContext) -> dict:
+    from prefalign.pipeline.minigrid_data import build_minigrid_data
+
+    summary = build_minigrid_data(ctx.cfg.data, ctx.root / "data", ctx.cfg.seed)
+    atomic_write_json(ctx.path("data_summary"), summary)
+    return {"counts": summary["counts"]}
+
+
+def _run_sft(ctx: StageContext) -> dict:
+    from prefalign.stages.sft import run_sft
+
+    stage_cfg = sft_config(ctx)
+    result = run_sft(stage_cfg, resume=_has_checkpoints(stage_cfg.run_dir))
+    return {"steps": result.step, "eval": result.eval_metrics}
+
+
+def _run_dpo(ctx: StageContext) -> dict:
+    from prefalign.stages.preference import run_preference
+
+    stage_cfg = dpo_config(ctx)
+    result = run_preference(stage_cfg, resume=_has_checkpoints(stage_cfg.run_dir))
+    return {"steps": result.step, "eval": _eval_metrics(stage_cfg.run_dir)}
+
+
+def _run_rm(ctx: StageContext) -> dict:
+    from prefalign.stages.reward import run_reward
+
+    stage_cfg = rm_config(ctx)
+    run_dir = stage_cfg.run_dir
+    started = _has_checkpoints(run_dir) or (run_dir / "done.json").exists() or any(
+        (member / "done.json").exists() or _has_checkpoints(member)
+        for member in run_dir.glob("member-*"))
+    result = run_reward(stage_cfg, resume=started)
+    return {"steps": result.step, "eval": result.eval_metrics}
+
+
+def _run_eval(ctx: StageContext) -> dict:
+    from prefalign.pipeline.evaluation import run_evaluation
+
+    return run_evaluation(ctx.cfg, ctx.root)
+
+
+def _run_report(ctx: StageContext) -> dict:
+    from prefalign.report.pipeline import write_pipeline_report
+
+    path = write_pipeline_report(ctx.root, ctx.cfg.report.title)
+    return {"report": str(path)}
+
+
+def _eval_requires(cfg: PipelineConfig) -> list[str]:
+    needed = [name for policy in cfg.eval.policies for name in POLICY_INPUTS[policy]]
+    return list(dict.fromkeys(needed))
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("data", ("data", "seed"), lambda cfg: [],
+          ("sft_data", "sft_validation", "pairs", "pairs_validation", "data_summary"), _run_data),
+    Stage("sft", ("model", "dtype", "use_chat_template", "sft"),
+          lambda cfg: ["sft_data", "sft_validation"], ("sft_model",), _run_sft),
+    Stage("dpo", ("dtype", "use_chat_template", "dpo"),
+          lambda cfg: ["sft_model", "pairs", "pairs_validation"], ("dpo_model",), _run_dpo),
+    Stage("rm", ("dtype", "use_chat_template", "rm"),
+          lambda cfg: ["dpo_model", "pairs", "pairs_validation"], ("reward_model",), _run_rm),
+    Stage("eval", ("model", "dtype", "use_chat_template", "seed", "data", "eval"),
+          _eval_requires, ("evaluation",), _run_eval),
+    Stage("report", ("report",), lambda cfg: ["evaluation"], ("report",), _run_report),
+)}

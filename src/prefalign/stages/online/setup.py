@@ -1,0 +1,106 @@
+"""Everything an online algorithm works with, built once per run.
+
+``OnlineSetup`` bundles the policy (a ``PolicyModel``), its tokenizer, the
+generation engine, the reward scorer, the reference, the encoded training
+prompts, the held-out evaluator and the reward-hacking monitor, so that the
+algorithms (GRPO/RLOO, PPO, online DPO) only describe their own data flow and
+loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prefalign.config.online import OnlineConfig
+from prefalign.engine.rundir import RunDir
+from prefalign.eval.hacking import HackingMonitor
+from prefalign.eval.policy import PolicyEvaluation, PolicyEvaluator, PolicySide
+from prefalign.rollout.hf_engine import TransformersEngine
+from prefalign.rollout.types import GenerationEngine, SamplingSettings
+from prefalign.stages.online.model import PolicyModel, unwrap
+from prefalign.stages.online.reference import ReferencePolicy
+from prefalign.stages.online.scoring import RewardScorer
+from prefalign.stages.online.sequences import forward_in_batches
+
+
+def sampling_settings(cfg: OnlineConfig) -> SamplingSettings:
+    """The rollout's sampling settings from the config."""
+    r = cfg.rollout
+    return SamplingSettings(r.num_samples, r.max_new_tokens, r.temperature, r.top_p, r.top_k,
+                            tuple(r.stop))
+
+
+def policy_side(model: torch.nn.Module, tokenizer, generation_batch: int,
+                forward_batch: int) -> PolicySide:
+    """A ``PolicyModel`` (or its distributed wrapper) as an evaluation side."""
+    policy = unwrap(model)
+    engine = TransformersEngine(policy.lm, tokenizer, generation_batch)
+    return PolicySide(engine.generate,
+                      lambda tensors: forward_in_batches(policy, tensors, forward_batch)[0])
+
+
+def reference_side(reference: ReferencePolicy, tokenizer, generation_batch: int,
+                   forward_batch: int) -> PolicySide:
+    """The reference as an evaluation side (generation inside its context)."""
+    engine = TransformersEngine(reference.lm, tokenizer, generation_batch)
+
+    def generate(prompt_ids, settings, seed):
+        with reference.context():
+            return engine.generate(prompt_ids, settings, seed)
+
+    return PolicySide(generate, lambda tensors: reference.logps(tensors, forward_batch))
+
+
+@dataclass
+class OnlineSetup:
+    """The shared pieces of an online run (see the module docstring)."""
+
+    cfg: OnlineConfig
+    run: RunDir
+    policy: PolicyModel
+    tokenizer: object
+    engine: GenerationEngine
+    scorer: RewardScorer
+    reference: ReferencePolicy
+    records: list[dict]
+    prompt_ids: list[list[int]]
+    evaluator: PolicyEvaluator | None
+    monitor: HackingMonitor
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return sampling_settings(self.cfg)
+
+    def completion_texts(self, completions) -> list[str]:
+        """What rewards read: the response prefix followed by each completion's text."""
+        return [self.cfg.rollout.response_prefix + c.text for c in completions]
+
+    def policy_side(self, model: torch.nn.Module) -> PolicySide:
+        """The current policy as an evaluation side."""
+        return policy_side(model, self.tokenizer, self.cfg.eval.batch_size,
+                           self.cfg.train.batch_size)
+
+    def reference_side(self) -> PolicySide:
+        """The reference as an evaluation side."""
+        return reference_side(self.reference, self.tokenizer, self.cfg.eval.batch_size,
+                              self.cfg.train.batch_size)
+
+    def evaluate(self, model: torch.nn.Module,
+                 step: int) -> tuple[PolicyEvaluation | None, dict[str, float]]:
+        """Held-out comparison of the current policy with the reference, fed to the
+        hacking monitor (held-out KL); ``(None, {})`` without held-out prompts."""
+        if self.evaluator is None:
+            return None, {}
+        evaluation = self.evaluator.evaluate(self.policy_side(model), self.reference_side())
+        metrics = dict(evaluation.metrics)
+        if "kl" in metrics:
+            metrics.update(self.monitor.observe_eval(step, metrics["kl"]))
+            self.monitor.write(self.run.root / "alerts.json")
+        return evaluation, metrics
