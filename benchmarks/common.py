@@ -40,6 +40,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,23 @@ def logical_tokens(pair: dict) -> int:
     return 2 * len(pair["prompt_ids"]) + len(pair["chosen_ids"]) + len(pair["rejected_ids"])
 
 
+def write_pairs(path: Path, pairs: list[dict]) -> None:
+    path.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+
+
+def read_pairs(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+def fresh_cache(path: Path) -> Path:
+    """A prefalign cache at ``path`` with the user's models but no reference log-probs."""
+    from prefalign.models.embedded import models_cache_dir
+
+    path.mkdir(parents=True)
+    (path / "models").symlink_to(models_cache_dir().resolve())
+    return path
+
+
 # -- child processes -----------------------------------------------------------------
 def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
@@ -131,6 +149,31 @@ def run_child(script: Path, mode: str, spec_path: Path, threads: int,
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child_main(children: dict, mode: str, spec_path: str) -> None:
+    """Entry point of a child process: ``matmul`` or one of ``children``."""
+    spec = json.loads(Path(spec_path).read_text())
+    if mode == "matmul":
+        emit({"flops": matmul_rate(spec["threads"])})
+    elif mode in children:
+        emit(children[mode](spec))
+    else:
+        raise SystemExit(f"unknown child mode {mode!r}")
+
+
+def alternate(kinds: dict, reps: int, run) -> dict[str, list[dict]]:
+    """``run(kind, rep)`` for every kind, ``reps`` times, in an order rotated each time."""
+    names = list(kinds)
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for rep in range(reps):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            result = run(name, rep)
+            results[name].append(result)
+            print(f"rep {rep + 1}/{reps} {name}: {result['seconds']:.1f} s, peak "
+                  f"{result['peak_rss_mb']:.0f} MiB", file=sys.stderr, flush=True)
+    return results
 
 
 def peak_rss_mb() -> float:
@@ -215,9 +258,111 @@ def pass_flops(shape: TransformerShape, record: dict, checkpointing: bool,
     return flops
 
 
-# -- results -----------------------------------------------------------------------------
+# -- set-up and results -------------------------------------------------------------------
+@dataclass
+class Setup:
+    """What every run of one benchmark shares."""
+
+    pairs: list[dict]
+    source: str
+    shape: TransformerShape
+    peak_flops: float
+    args: object
+
+    def spec(self, work: Path, **extra) -> dict:
+        """The child spec: pairs written to ``work``, the training settings, ``extra``."""
+        path = work / "pairs.jsonl"
+        write_pairs(path, self.pairs)
+        from prefalign.models.embedded import embedded_path
+
+        return {"pairs": str(path), "steps": self.args.steps,
+                "batch_size": self.args.batch_size, "threads": self.args.threads,
+                "seed": self.args.seed, "lr": 5e-5, "lora_rank": 16,
+                "model_path": str(embedded_path()), **extra}
+
+
+def add_arguments(parser, default_out: Path) -> None:
+    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
+    parser.add_argument("--reps", type=int, default=3, help="runs of each kind")
+    parser.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generated", action="store_true",
+                        help="generated token ids instead of hh-rlhf pairs")
+    parser.add_argument("--out", type=Path, default=default_out, help="JSON results file")
+
+
+def prepare(args) -> Setup:
+    """The pairs (steps × batch), the model shape and the measured matmul rate."""
+    from transformers import AutoConfig
+
+    from prefalign.models.embedded import embedded_path
+
+    pairs, source = benchmark_pairs(args.steps * args.batch_size, args.seed, args.generated)
+    shape = TransformerShape.from_config(AutoConfig.from_pretrained(embedded_path()),
+                                         lora_rank=16)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "matmul.json"
+        write_json(spec, {"threads": args.threads})
+        peak = run_child(Path(__file__).resolve(), "matmul", spec, args.threads)["flops"]
+    return Setup(pairs, source, shape, peak, args)
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def summarise(results: list[dict], pairs: list[dict], shape: TransformerShape,
+              peak_flops: float) -> dict:
+    """Medians over the runs of one kind: throughput, memory, FLOPs."""
+    count = len(pairs)
+    tokens = sum(logical_tokens(p) for p in pairs)
+    seconds = [r["seconds"] for r in results]
+    flops = [sum(pass_flops(shape, rec, r["checkpointing"], r["head_recompute"])
+                 for rec in r["passes"]) for r in results]
+    rate = [f / s for f, s in zip(flops, seconds)]
+    return {"runs": len(results), "seconds": median(seconds),
+            "pairs_per_s": median([count / s for s in seconds]),
+            "tokens_per_s": median([tokens / s for s in seconds]),
+            "peak_rss_mb": median([r["peak_rss_mb"] for r in results]),
+            "reference_s": median([r["reference_s"] for r in results]),
+            "gflop_per_pair": median(flops) / count / 1e9,
+            "gflops": median(rate) / 1e9, "fraction_of_peak": median(rate) / peak_flops,
+            "final_loss": [r["final_loss"] for r in results]}
+
+
+def report(name: str, script: Path, setup: Setup, args, summary: dict,
+           comparisons: dict[str, tuple[str, str]], raw: dict) -> dict:
+    """Everything a results page needs, JSON-ready."""
+    ratios = {}
+    for label, (ours, theirs) in comparisons.items():
+        a, b = summary[ours], summary[theirs]
+        ratios[label] = {"pairs_per_s": a["pairs_per_s"] / b["pairs_per_s"],
+                         "tokens_per_s": a["tokens_per_s"] / b["tokens_per_s"],
+                         "peak_rss": a["peak_rss_mb"] / b["peak_rss_mb"]}
+    return {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "command": " ".join(["python", str(script.relative_to(REPO))] + sys.argv[1:]),
+            "machine": machine(), "versions": versions(),
+            "matmul_gflops": setup.peak_flops / 1e9, "data": setup.source,
+            "pairs": len(setup.pairs), "steps": args.steps, "batch_size": args.batch_size,
+            "threads": args.threads, "reps": args.reps, "summary": summary, "ratios": ratios,
+            "raw": raw}
+
+
+def format_report(data: dict) -> str:
+    """The summary and ratio tables of one benchmark, in markdown."""
+    rows = [[kind, f"{s['pairs_per_s']:.3f}", f"{s['tokens_per_s']:.0f}",
+             f"{s['peak_rss_mb']:.0f}", f"{s['reference_s']:.1f}", f"{s['gflop_per_pair']:.0f}",
+             f"{s['gflops']:.1f}", f"{100 * s['fraction_of_peak']:.0f}%"]
+            for kind, s in data["summary"].items()]
+    table = markdown_table(["run", "pairs/s", "tokens/s", "peak RSS MiB", "reference s",
+                            "GFLOP/pair", "GFLOP/s", "of matmul peak"], rows)
+    ratios = markdown_table(
+        ["comparison", "pairs/s", "tokens/s", "peak RSS"],
+        [[label, f"{r['pairs_per_s']:.2f}×", f"{r['tokens_per_s']:.2f}×", f"{r['peak_rss']:.2f}×"]
+         for label, r in data["ratios"].items()])
+    return (f"{table}\n\n{ratios}\n\nfp32 matmul rate of this machine "
+            f"({data['threads']} threads): {data['matmul_gflops']:.1f} GFLOP/s")
 
 
 def versions() -> dict[str, str]:

@@ -169,7 +169,8 @@ CHILDREN = {"prefalign": child_prefalign, "trl": child_trl}
 def run_kind(kind: str, side: str, settings: dict, spec: dict, work: Path,
              warm_cache: Path, index: int) -> dict:
     spec_path = work / f"spec-{kind}-{index}.json"
-    common.write_json(spec_path, {**spec, **settings})
+    common.write_json(spec_path, {**spec, **settings,
+                                  "micro": min(settings["micro"], spec["batch_size"])})
     env = None
     if side == "prefalign":
         cache = warm_cache if settings["warm"] else common.fresh_cache(work / f"{kind}-{index}")

@@ -18,6 +18,7 @@ import torch
 from prefalign.config import KTOConfig
 from prefalign.data.collate import collate_unpaired
 from prefalign.data.sources import load_source
+from prefalign.data.split import split_records
 from prefalign.data.tokenize import encode_dataset, encode_unpaired
 from prefalign.engine.algorithm import StepOutput
 from prefalign.engine.loop import Engine, TrainResult, seed_everything
@@ -26,8 +27,8 @@ from prefalign.losses.unpaired import kto_kl_estimate, kto_loss
 from prefalign.models.load import load_model
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel
+from prefalign.report.curves import plot_training_curves
 from prefalign.stages.common import BatchPlan, fingerprints, load_policy, prepare_run, to_device
-from prefalign.data.split import split_records
 
 
 def pairs_to_unpaired(pairs: list[dict]) -> list[dict]:
@@ -139,5 +140,7 @@ def run_kto(cfg: KTOConfig, resume: bool = False) -> TrainResult:
                              reference_model)
     engine = Engine(CompletionLogprobModel(lm), algorithm, cfg.train, run)
     result = engine.train(resume=resume)
-    save_model(engine.accelerator.unwrap_model(engine.model).lm, tokenizer, run.final)
+    if engine.accelerator.is_main_process:
+        save_model(engine.accelerator.unwrap_model(engine.model).lm, tokenizer, run.final)
+        plot_training_curves(run.metrics_path, run.figures / "training.png", ("loss", "kl"))
     return result
