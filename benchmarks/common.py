@@ -176,6 +176,19 @@ def alternate(kinds: dict, reps: int, run) -> dict[str, list[dict]]:
     return results
 
 
+def record_passes(module, records: list[dict], head_positions) -> None:
+    """Record rows, padded length, LM-head positions and grad mode of every forward."""
+    import torch
+
+    def hook(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        records.append({"rows": ids.shape[0], "length": ids.shape[1],
+                        "head": head_positions(ids, args, kwargs),
+                        "grad": torch.is_grad_enabled()})
+
+    module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -292,8 +305,9 @@ def add_arguments(parser, default_out: Path) -> None:
     parser.add_argument("--out", type=Path, default=default_out, help="JSON results file")
 
 
-def prepare(args) -> Setup:
-    """The pairs (steps × batch), the model shape and the measured matmul rate."""
+def prepare(args, script: Path) -> Setup:
+    """The pairs (steps × batch), the model shape and the matmul rate, measured by
+    ``script --child matmul``."""
     from transformers import AutoConfig
 
     from prefalign.models.embedded import embedded_path
@@ -304,7 +318,7 @@ def prepare(args) -> Setup:
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "matmul.json"
         write_json(spec, {"threads": args.threads})
-        peak = run_child(Path(__file__).resolve(), "matmul", spec, args.threads)["flops"]
+        peak = run_child(script, "matmul", spec, args.threads)["flops"]
     return Setup(pairs, source, shape, peak, args)
 
 

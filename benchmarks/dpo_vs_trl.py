@@ -61,19 +61,6 @@ TRL_FAST = ("trl-fast", "trl-fast-micro1")
 
 
 # -- children ---------------------------------------------------------------------------
-def record_passes(module, records: list[dict], head_positions) -> None:
-    """Record rows, padded length, LM-head positions and grad mode of every forward."""
-    import torch
-
-    def hook(_module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        records.append({"rows": ids.shape[0], "length": ids.shape[1],
-                        "head": head_positions(ids, args, kwargs),
-                        "grad": torch.is_grad_enabled()})
-
-    module.register_forward_pre_hook(hook, with_kwargs=True)
-
-
 def child_prefalign(spec: dict) -> dict:
     import torch
 
@@ -94,7 +81,7 @@ def child_prefalign(spec: dict) -> dict:
     lm, tokenizer = load_model("embedded", dtype="float32", lora=lora)
     policy = CompletionLogprobModel(lm)
     records: list[dict] = []
-    record_passes(policy, records, lambda ids, args, kwargs: int(args[2].sum()))
+    common.record_passes(policy, records, lambda ids, args, kwargs: int(args[2].sum()))
     sharing, batch, micro = spec["sharing"], spec["batch_size"], spec["micro"]
     started = time.perf_counter()
     with policy.reference_context():
@@ -134,7 +121,7 @@ def child_trl(spec: dict) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(spec["model_path"])
     records: list[dict] = []
     # On CPU, TRL's fused head scores every position of every row (no Triton compaction).
-    record_passes(model.model, records,
+    common.record_passes(model.model, records,
                   lambda ids, args, kwargs: ids.shape[0] * (ids.shape[1] - 1))
     # The pairs are token ids already: TRL's tokenisation pass is skipped.
     DPOTrainer._prepare_dataset = lambda self, dataset, *args, **kwargs: dataset
@@ -191,7 +178,7 @@ def main() -> None:
                         help="also run prefalign cold at batch 4 and without prefix sharing")
     args = parser.parse_args()
     runs = {**RUNS, **(ABLATIONS if args.ablation else {})}
-    setup = common.prepare(args)
+    setup = common.prepare(args, SCRIPT)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         spec = setup.spec(work, beta=0.1)

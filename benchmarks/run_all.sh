@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run both benchmarks against TRL and write benchmarks/RESULTS.md.
+#
+# Needs TRL (`pip install -e '.[bench]'`) and the embedded model (fetched on
+# first use). Run it on a quiet machine: every run is timed, and other work on
+# the same cores shows up as noise. About 45 minutes on a 2-core CPU with the
+# defaults below; STEPS, REPS and THREADS override them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS="${STEPS:-12}"
+REPS="${REPS:-3}"
+THREADS="${THREADS:-2}"
+python benchmarks/dpo_vs_trl.py --steps "$STEPS" --reps "$REPS" --threads "$THREADS" --ablation
+python benchmarks/rm_vs_trl.py --steps "$STEPS" --reps "$REPS" --threads "$THREADS"
+python benchmarks/results_md.py
