@@ -11,6 +11,7 @@ import torch
 from prefalign.errors import ConfigError
 from prefalign.eval.rm import (
     FILLER_PARAGRAPH,
+    accuracy_by_perturbation,
     expected_calibration_error,
     filler_probe,
     pairwise_accuracy,
@@ -132,3 +133,16 @@ def test_bradley_terry_centring_without_margin_and_extreme_values(margin):
     assert out.losses.tolist() == pytest.approx(expected, rel=1e-12)
     out.loss.backward()
     assert torch.isfinite(chosen.grad).all()
+
+
+def test_accuracy_by_perturbation_groups_pairs_by_their_metadata():
+    chosen = torch.tensor([1.0, 0.0, 2.0, 5.0, 3.0])
+    rejected = torch.tensor([0.0, 1.0, 2.0, 4.0, 9.0])
+    records = [{"metadata": {"perturbation": "verbose"}}, {"metadata": {"perturbation": "wrong"}},
+               {"metadata": {"perturbation": "wrong"}}, {"metadata": {"perturbation": "verbose"}},
+               {}]
+    by_kind = accuracy_by_perturbation(chosen, rejected, records)
+    # verbose: pairs 0 and 3 both won; wrong: pair 1 lost, pair 2 tied (one half).
+    assert by_kind == {"verbose": {"pairs": 2, "accuracy": 1.0},
+                       "wrong": {"pairs": 2, "accuracy": 0.25}}
+    assert accuracy_by_perturbation(chosen, rejected, [{}] * 5) == {}

@@ -45,8 +45,12 @@ class TrainingProgress:
     def update(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        info = f"loss {metrics.get('loss', float('nan')):.4f} " \
-               f"{metrics.get('tokens_per_s', 0.0):.0f} tok/s"
+        parts = []
+        if "loss" in metrics:
+            parts.append(f"loss {metrics['loss']:.4f}")
+        if "tokens_per_s" in metrics:
+            parts.append(f"{metrics['tokens_per_s']:.0f} tok/s")
+        info = " ".join(parts)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info)
             return

@@ -148,6 +148,19 @@ def length_metrics(chosen: torch.Tensor, rejected: torch.Tensor, records: Sequen
             "longer_wins_accuracy": pairwise_accuracy(chosen_words, rejected_words)}
 
 
+def accuracy_by_perturbation(chosen: torch.Tensor, rejected: torch.Tensor,
+                              records: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Pairwise accuracy per ``metadata.perturbation`` (empty when no record has one)."""
+    groups: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        kind = (record.get("metadata") or {}).get("perturbation")
+        if kind is not None:
+            groups.setdefault(str(kind), []).append(index)
+    return {kind: {"pairs": len(rows),
+                   "accuracy": pairwise_accuracy(chosen[rows], rejected[rows])}
+            for kind, rows in sorted(groups.items())}
+
+
 def evaluate_reward_model(model, records: Sequence[dict], out_dir: str | Path,
                           batch_size: int = 16, probe_limit: int | None = 200) -> dict[str, Any]:
     """Every diagnostic of a ``RewardModel`` on preference ``records``.
@@ -173,6 +186,9 @@ def evaluate_reward_model(model, records: Sequence[dict], out_dir: str | Path,
     ece, bins = pairwise_calibration(chosen, rejected)
     result: dict[str, Any] = {**pairwise_metrics(chosen, rejected),
                               **length_metrics(chosen, rejected, records)}
+    by_kind = accuracy_by_perturbation(chosen, rejected, records)
+    if by_kind:
+        result["accuracy_by_perturbation"] = by_kind
     if scored.members.shape[0] > 1:
         result.update(members=int(scored.members.shape[0]), penalty=scored.penalty,
                       ensemble_std_mean=float(scored.std.mean()),

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from prefalign.data.collate import pad_right
 from prefalign.data.schema import UnusableRecord
 from prefalign.data.tokenize import encode_sft
+from prefalign.engine.progress import TrainingProgress
 from prefalign.errors import DataError
 from prefalign.models.embedded import cache_root
 from prefalign.models.heads import ScalarHeadModel
@@ -109,10 +110,13 @@ def last_token_features(model: ScalarHeadModel, sequences: Sequence[Sequence[int
     was_training = model.training
     model.eval()
     features = torch.empty(len(sequences), model.hidden_size, dtype=torch.float32)
+    batches = list(length_sorted_batches(sequences, batch_size, pad_id))
     try:
-        for indices, input_ids, mask in length_sorted_batches(sequences, batch_size, pad_id):
-            hidden = model.hidden_states(input_ids.to(device), mask.to(device))
-            features[indices] = last_token_hidden(hidden, mask.to(device)).float().cpu()
+        with TrainingProgress(len(batches), description="features") as progress:
+            for done, (indices, input_ids, mask) in enumerate(batches, start=1):
+                hidden = model.hidden_states(input_ids.to(device), mask.to(device))
+                features[indices] = last_token_hidden(hidden, mask.to(device)).float().cpu()
+                progress.update(done, {})
     finally:
         model.train(was_training)
     return features
