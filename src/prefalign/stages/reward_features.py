@@ -112,7 +112,9 @@ def last_token_features(model: ScalarHeadModel, sequences: Sequence[Sequence[int
     features = torch.empty(len(sequences), model.hidden_size, dtype=torch.float32)
     batches = list(length_sorted_batches(sequences, batch_size, pad_id))
     try:
-        with TrainingProgress(len(batches), description="features") as progress:
+        # Quiet for a handful of batches (best-of-n reranking scores a few at a time).
+        with TrainingProgress(len(batches), enabled=len(batches) > 8,
+                              description="features") as progress:
             for done, (indices, input_ids, mask) in enumerate(batches, start=1):
                 hidden = model.hidden_states(input_ids.to(device), mask.to(device))
                 features[indices] = last_token_hidden(hidden, mask.to(device)).float().cpu()
