@@ -94,7 +94,10 @@ def hh_pairs(tokenizer, count: int, seed: int, path: Path = HH_PAIRS) -> list[di
 def generated_pairs(vocab_size: int, count: int, seed: int) -> list[dict]:
     """``count`` pairs of random token ids with the benchmark's lengths."""
     rng = random.Random(seed)
-    draw = lambda low, high: [rng.randrange(vocab_size) for _ in range(rng.randint(low, high))]
+
+    def draw(low: int, high: int) -> list[int]:
+        return [rng.randrange(vocab_size) for _ in range(rng.randint(low, high))]
+
     return [{"prompt_ids": draw(*PROMPT_TOKENS), "chosen_ids": draw(*COMPLETION_TOKENS),
              "rejected_ids": draw(*COMPLETION_TOKENS)} for _ in range(count)]
 
@@ -187,6 +190,25 @@ def record_passes(module, records: list[dict], head_positions) -> None:
                         "grad": torch.is_grad_enabled()})
 
     module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def prefalign_lora(spec: dict):
+    """prefalign's LoRA settings for a run: rank r, alpha 2r, no dropout, q/k/v/o."""
+    from prefalign.models.lora import LoraSettings
+
+    return LoraSettings(r=spec["lora_rank"], alpha=2 * spec["lora_rank"], dropout=0.0,
+                        target_modules=LORA_TARGETS)
+
+
+def prefalign_train_config(spec: dict, micro: int):
+    """``steps`` optimizer steps of ``batch_size`` pairs as micro-batches of ``micro``,
+    linear decay without warmup, no checkpoints."""
+    from prefalign.config import TrainConfig
+
+    return TrainConfig(lr=spec["lr"], max_steps=spec["steps"], batch_size=micro,
+                       grad_accum=spec["batch_size"] // micro, scheduler="linear",
+                       warmup_ratio=0.0, save_every=0, seed=spec["seed"],
+                       threads=spec["threads"])
 
 
 def peak_rss_mb() -> float:

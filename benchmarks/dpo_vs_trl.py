@@ -35,7 +35,6 @@ timed. Peak resident memory is the child's ``ru_maxrss``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -65,19 +64,17 @@ def child_prefalign(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from prefalign.config import LossConfig, TrainConfig
+    from prefalign.config import LossConfig
     from prefalign.engine.loop import Engine, seed_everything
     from prefalign.engine.rundir import RunDir
     from prefalign.models.load import load_model
-    from prefalign.models.lora import LoraSettings
     from prefalign.models.token_logprobs import CompletionLogprobModel
     from prefalign.stages.preference import PreferenceAlgorithm, Reference
     from prefalign.stages.reference import reference_logps
 
     pairs = common.read_pairs(spec["pairs"])
     seed_everything(spec["seed"])
-    lora = LoraSettings(r=spec["lora_rank"], alpha=2 * spec["lora_rank"], dropout=0.0,
-                        target_modules=common.LORA_TARGETS)
+    lora = common.prefalign_lora(spec)
     lm, tokenizer = load_model("embedded", dtype="float32", lora=lora)
     policy = CompletionLogprobModel(lm)
     records: list[dict] = []
@@ -94,9 +91,7 @@ def child_prefalign(spec: dict) -> dict:
                                     Reference("precomputed", train=reference),
                                     tokenizer.pad_token_id, micro, spec["seed"],
                                     prefix_sharing=sharing)
-    train_cfg = TrainConfig(lr=spec["lr"], max_steps=spec["steps"], batch_size=micro,
-                            grad_accum=batch // micro, scheduler="linear", warmup_ratio=0.0,
-                            save_every=0, seed=spec["seed"], threads=spec["threads"])
+    train_cfg = common.prefalign_train_config(spec, micro)
     with tempfile.TemporaryDirectory() as out:
         result = Engine(policy, algorithm, train_cfg, RunDir(Path(out) / "run").create()).train()
     seconds = time.perf_counter() - started

@@ -52,29 +52,24 @@ def child_prefalign(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from prefalign.config import TrainConfig
     from prefalign.engine.loop import Engine, seed_everything
     from prefalign.engine.rundir import RunDir
     from prefalign.models.heads import ScalarHeadModel
     from prefalign.models.load import load_model
-    from prefalign.models.lora import LoraSettings
     from prefalign.stages.reward_algorithms import PairwiseRewardAlgorithm, TokenPairs
 
     pairs = common.read_pairs(spec["pairs"])
     seed_everything(spec["seed"])
-    lora = LoraSettings(r=spec["lora_rank"], alpha=2 * spec["lora_rank"], dropout=0.0,
-                        target_modules=common.LORA_TARGETS)
+    lora = common.prefalign_lora(spec)
     causal_lm, tokenizer = load_model("embedded", dtype="float32", lora=lora)
     model = ScalarHeadModel.from_causal_lm(causal_lm)
     records: list[dict] = []
     common.record_passes(model.backbone, records, no_head)
-    batch, micro = spec["batch_size"], spec["micro"]
+    micro = spec["micro"]
     started = time.perf_counter()
     algorithm = PairwiseRewardAlgorithm(TokenPairs(pairs, tokenizer.pad_token_id), None, micro,
                                         spec["seed"], use_margin=False, center_coef=0.0)
-    train_cfg = TrainConfig(lr=spec["lr"], max_steps=spec["steps"], batch_size=micro,
-                            grad_accum=batch // micro, scheduler="linear", warmup_ratio=0.0,
-                            save_every=0, seed=spec["seed"], threads=spec["threads"])
+    train_cfg = common.prefalign_train_config(spec, micro)
     with tempfile.TemporaryDirectory() as out:
         result = Engine(model, algorithm, train_cfg, RunDir(Path(out) / "run").create()).train()
     seconds = time.perf_counter() - started
