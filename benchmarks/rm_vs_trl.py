@@ -8,15 +8,18 @@ the same pairs (prompt + chosen, prompt + rejected as token ids), the same
 steps and threads. Runs:
 
 * ``prefalign``: ``prefalign.stages.reward_algorithms.PairwiseRewardAlgorithm``
-  on the engine, no activation checkpointing, the 4 pairs of a step run one
-  pair per forward/backward (``batch_size=1, grad_accum=4``: the same
+  on the engine, no activation checkpointing, each pair as one prefix-shared
+  row ``[prompt | chosen | rejected]`` (the prompt computed once, rewards read
+  at the last chosen and last rejected token; exact), the 4 pairs of a step run
+  one pair per forward/backward (``batch_size=1, grad_accum=4``: the same
   optimizer step, exact for a per-pair loss);
 * ``trl-default``: ``RewardConfig`` defaults at batch size 4 (activation
   checkpointing on), except ``bf16=False`` so both sides compute in fp32;
 * ``trl-fast`` / ``trl-fast-micro1``: no activation checkpointing, at batch 4
   and as 4 micro-batches of one pair.
 
-Ablation (``--ablation``): prefalign at batch 4 in one pass.
+Ablations (``--ablation``): prefalign at batch 4 in one pass, and without
+prefix sharing.
 
     python benchmarks/rm_vs_trl.py [--steps 12] [--reps 3] [--threads 2]
 """
@@ -34,12 +37,13 @@ import common  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 RUNS = {
-    "prefalign": ("prefalign", {"micro": 1}),
+    "prefalign": ("prefalign", {"micro": 1, "sharing": True}),
     "trl-default": ("trl", {"micro": 4, "fast": False}),
     "trl-fast": ("trl", {"micro": 4, "fast": True}),
     "trl-fast-micro1": ("trl", {"micro": 1, "fast": True}),
 }
-ABLATIONS = {"prefalign-batch4": ("prefalign", {"micro": 4})}
+ABLATIONS = {"prefalign-batch4": ("prefalign", {"micro": 4, "sharing": True}),
+             "prefalign-unshared": ("prefalign", {"micro": 1, "sharing": False})}
 TRL_FAST = ("trl-fast", "trl-fast-micro1")
 
 
@@ -67,7 +71,8 @@ def child_prefalign(spec: dict) -> dict:
     common.record_passes(model.backbone, records, no_head)
     micro = spec["micro"]
     started = time.perf_counter()
-    algorithm = PairwiseRewardAlgorithm(TokenPairs(pairs, tokenizer.pad_token_id), None, micro,
+    source = TokenPairs(pairs, tokenizer.pad_token_id, prefix_sharing=spec["sharing"])
+    algorithm = PairwiseRewardAlgorithm(source, None, micro,
                                         spec["seed"], use_margin=False, center_coef=0.0)
     train_cfg = common.prefalign_train_config(spec, micro)
     with tempfile.TemporaryDirectory() as out:

@@ -202,3 +202,38 @@ def test_an_interrupted_ensemble_resumes_with_the_members_still_missing(
         == mtime
     after = RewardModel.load(run_dir / "final").score(["What is 1 + 1?"], ["2"])
     torch.testing.assert_close(after, before)  # same seeds, same data: same members
+
+
+def test_prefix_shared_pairs_give_the_two_row_rewards_and_gradients(tiny_model_dir):
+    """One [prompt | chosen | rejected] row per pair scores each completion exactly as
+    its own prompt + completion row does, and the Bradley-Terry gradients agree."""
+    model, tokenizer = _tiny_head_model(tiny_model_dir)
+    model.train()
+    examples = [
+        {"prompt_ids": [5, 6, 7], "chosen_ids": [8, 9], "rejected_ids": [10, 11, 12, 13]},
+        {"prompt_ids": [14, 15, 16, 17, 18], "chosen_ids": [19, 20, 21], "rejected_ids": [22]},
+        {"prompt_ids": [23], "chosen_ids": [24, 25, 26, 27, 28], "rejected_ids": [29, 30]},
+    ]
+    pad = tokenizer.pad_token_id
+    results = {}
+    for sharing in (False, True):
+        pairs = TokenPairs(examples, pad, prefix_sharing=sharing)
+        model.zero_grad()
+        chosen, rejected, _ = pairs.rewards(model, pairs.collate([0, 1, 2]))
+        loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()
+                 if p.grad is not None}
+        results[sharing] = (chosen.detach(), rejected.detach(), grads)
+    # Two-row reference by hand: each prompt + completion alone, value at its last token.
+    with torch.no_grad():
+        for i, e in enumerate(examples):
+            for key, values in (("chosen_ids", results[True][0]),
+                                ("rejected_ids", results[True][1])):
+                row = torch.tensor([e["prompt_ids"] + e[key]])
+                torch.testing.assert_close(values[i], model(row)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-5, atol=1e-5)
+    assert results[True][2].keys() == results[False][2].keys()
+    for name, grad in results[False][2].items():
+        torch.testing.assert_close(results[True][2][name], grad, rtol=1e-4, atol=1e-6)

@@ -45,5 +45,9 @@ class RewardConfig(RunConfig):
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     feature_batch_size: int = Field(16, gt=0, description="Sequences per no-grad forward "
                                     "pass when computing features (frozen) or scoring.")
+    prefix_sharing: bool = Field(True, description="lora/full pairwise training: one row "
+                                 "[prompt | chosen | rejected] per pair with a mask that keeps "
+                                 "chosen and rejected apart, so the prompt is computed once "
+                                 "(exact; needs sdpa or eager attention, otherwise off).")
     cache_features: bool = Field(True, description="tuning=frozen: keep backbone features on "
                                  "disk, keyed by weights and token ids, for later runs.")

@@ -81,6 +81,27 @@ class ScalarHeadModel(nn.Module):
                                use_cache=False)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
+    def values_at(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  positions: torch.Tensor, position_ids: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+        """Values ``[B, K]`` read at ``positions`` ``[B, K]`` of each row.
+
+        For prefix-shared pairs (``prefalign.data.collate_shared``): the mask is
+        the boolean ``[B, 1, T, T]`` that keeps chosen and rejected apart, and the
+        positions are the last chosen and the last rejected token, so one row gives
+        both rewards and the prompt is computed once.
+        """
+        from prefalign.models.token_logprobs import attention_mask_4d
+
+        if attention_mask.dim() == 4:
+            attention_mask = attention_mask_4d(self.backbone, attention_mask)
+        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids, use_cache=False)
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1)
+        picked = hidden[rows, positions.to(hidden.device)]
+        return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)
+
     def forward_all(self, input_ids: torch.Tensor,
                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Per-token values ``[B, T]``: the PPO value head, ``V(prefix up to t)``."""

@@ -35,6 +35,7 @@ from prefalign.eval.rm import pairwise_accuracy, pairwise_metrics, pearson
 from prefalign.models.heads import HEAD_CONFIG, ScalarHeadModel
 from prefalign.models.load import load_model, load_tokenizer
 from prefalign.models.save import save_model
+from prefalign.models.token_logprobs import supports_mask_4d
 from prefalign.rewards.ensemble import ensemble_scores
 from prefalign.rewards.model import write_metadata
 from prefalign.stages.common import fingerprints, load_train_eval
@@ -181,9 +182,12 @@ def _build_algorithm(cfg: RewardConfig, sources: tuple, seed: int,
     return RegressionRewardAlgorithm(train, held_out, cfg.train.batch_size, seed, *stats)
 
 
-def _token_sources(cfg: RewardConfig, encoded: Encoded, pad_id: int) -> tuple:
-    source = TokenPairs if cfg.objective == "pairwise" else TokenRated
-    return source(encoded.train, pad_id), source(encoded.held_out, pad_id)
+def _token_sources(cfg: RewardConfig, encoded: Encoded, pad_id: int, model) -> tuple:
+    if cfg.objective != "pairwise":
+        return TokenRated(encoded.train, pad_id), TokenRated(encoded.held_out, pad_id)
+    sharing = cfg.prefix_sharing and supports_mask_4d(model.backbone)
+    return (TokenPairs(encoded.train, pad_id, sharing),
+            TokenPairs(encoded.held_out, pad_id, sharing))
 
 
 def _load_backbone(cfg: RewardConfig, trainable: bool):
@@ -242,7 +246,7 @@ def _train_member(cfg: RewardConfig, index: int, member_run: RunDir, final_dir, 
     else:
         causal_lm, model, tokenizer = _load_backbone(cfg, trainable=True)
         trained = model
-        sources = _token_sources(cfg, encoded, tokenizer.pad_token_id)
+        sources = _token_sources(cfg, encoded, tokenizer.pad_token_id, model)
     algorithm = _build_algorithm(cfg, sources, seed, stats)
     engine = Engine(trained, algorithm, train_cfg, member_run, on_step_end=on_step_end)
     has_checkpoint = bool(list_checkpoints(member_run.checkpoints))

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from prefalign.data.collate import collate_preference, length_grouped_batches, pad_right
+from prefalign.data.collate_shared import collate_preference_shared, shared_row_length
 from prefalign.engine.algorithm import StepOutput
 from prefalign.eval.rm import pairwise_metrics, pearson
 from prefalign.losses.reward import bradley_terry_loss, regression_loss
@@ -31,21 +32,41 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 class TokenPairs:
     """Encoded pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``, ``margin``?)
-    scored by a ``ScalarHeadModel``: rows ``0..B−1`` chosen, ``B..2B−1`` rejected."""
+    scored by a ``ScalarHeadModel``.
 
-    def __init__(self, examples: Sequence[dict], pad_id: int):
+    Two-row layout: rows ``0..B−1`` are ``prompt + chosen``, rows ``B..2B−1``
+    ``prompt + rejected``. With ``prefix_sharing``, one row ``[prompt | chosen |
+    rejected]`` per pair and a mask that keeps the completions apart
+    (``collate_preference_shared``): the rewards are read at the last chosen and
+    the last rejected token and equal the two-row rewards, with the prompt
+    computed once.
+    """
+
+    def __init__(self, examples: Sequence[dict], pad_id: int, prefix_sharing: bool = False):
         self.examples, self.pad_id = list(examples), pad_id
-        self.lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+        self.prefix_sharing = prefix_sharing
+        self.lengths = [shared_row_length(e) if prefix_sharing else
+                        len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
                         for e in self.examples]
 
     def collate(self, indices: Sequence[int]) -> dict:
-        return collate_preference([self.examples[i] for i in indices], self.pad_id)
+        examples = [self.examples[i] for i in indices]
+        if self.prefix_sharing:
+            return collate_preference_shared(examples, self.pad_id)
+        return collate_preference(examples, self.pad_id)
 
     def rewards(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
         batch = to_device(batch, _device(model))
-        values = model(batch["input_ids"], batch["attention_mask"])
-        half = values.shape[0] // 2
-        return values[:half], values[half:], int(batch["attention_mask"].sum())
+        if not self.prefix_sharing:
+            values = model(batch["input_ids"], batch["attention_mask"])
+            half = values.shape[0] // 2
+            return values[:half], values[half:], int(batch["attention_mask"].sum())
+        last_chosen = batch["prompt_lengths"] + batch["chosen_lengths"] - 1
+        last_rejected = last_chosen + batch["rejected_lengths"]
+        values = model.values_at(batch["input_ids"], batch["attention_mask"],
+                                 torch.stack([last_chosen, last_rejected], dim=1),
+                                 batch["position_ids"])
+        return values[:, 0], values[:, 1], int((batch["segment_ids"] != 0).sum())
 
 
 class FeaturePairs:
