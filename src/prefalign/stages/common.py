@@ -28,12 +28,17 @@ def _has_progress(run: RunDir, allow_phases: bool) -> bool:
 def prepare_run(cfg: RunConfig, resume: bool, allow_phases: bool = False) -> RunDir:
     """Create the run directory; refuse to silently overwrite a run in progress."""
     run = RunDir(cfg.run_dir)
-    progress = _has_progress(run, allow_phases)
+    return start_run(run, cfg, resume, _has_progress(run, allow_phases))
+
+
+def start_run(run: RunDir, cfg: RunConfig, resume: bool, progress: bool) -> RunDir:
+    """Create ``run`` and save ``cfg`` in it, unless that would overwrite a run in
+    progress (``progress`` without ``resume``) or resume nothing."""
     if not resume and progress:
         raise PrefalignError(f"{run.root} already has checkpoints: pass --resume to continue "
                              f"that run, or choose another name=")
     if resume and not progress:
-        raise PrefalignError(f"nothing to resume: {run.checkpoints} has no checkpoint")
+        raise PrefalignError(f"nothing to resume: {run.root} has no checkpoint")
     run.create()
     run.write_config(cfg)
     return run

@@ -30,7 +30,7 @@ from prefalign.data.tokenize import encode_dataset, encode_preference
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.loop import Engine, TrainResult, seed_everything
 from prefalign.engine.rundir import RunDir, atomic_write_json
-from prefalign.errors import ConfigError, DataError, PrefalignError
+from prefalign.errors import ConfigError, DataError
 from prefalign.eval.rm import pairwise_accuracy, pairwise_metrics, pearson
 from prefalign.models.heads import HEAD_CONFIG, ScalarHeadModel
 from prefalign.models.load import load_model, load_tokenizer
@@ -38,7 +38,7 @@ from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import supports_mask_4d
 from prefalign.rewards.ensemble import ensemble_scores
 from prefalign.rewards.model import write_metadata
-from prefalign.stages.common import fingerprints, load_train_eval
+from prefalign.stages.common import fingerprints, load_train_eval, start_run
 from prefalign.stages.reward_algorithms import (
     FeaturePairs,
     FeatureRated,
@@ -78,14 +78,7 @@ def prepare_reward_run(cfg: RewardConfig, resume: bool) -> RunDir:
     members = _member_runs(run, cfg.ensemble.k)
     progress = any(list_checkpoints(m.checkpoints) or (m.root / "done.json").exists()
                    for m in members)
-    if not resume and progress:
-        raise PrefalignError(f"{run.root} already has checkpoints: pass --resume to continue "
-                             f"that run, or choose another name=")
-    if resume and not progress:
-        raise PrefalignError(f"nothing to resume: {run.root} has no checkpoint")
-    run.create()
-    run.write_config(cfg)
-    return run
+    return start_run(run, cfg, resume, progress)
 
 
 def tokenization_of(cfg: RewardConfig) -> Tokenization:
