@@ -12,6 +12,7 @@ import pytest
 from prefalign.envs.minigrid import (
     ENVIRONMENTS,
     PERTURBATION_TYPES,
+    Decision,
     FailureType,
     NoExpertSubgoal,
     SplitLeakageError,
@@ -377,6 +378,26 @@ def test_perturbation_kinds_on_doorkey():
     assert by_step[(1, "wrong_order")] == "pickup(yellow key)"  # repeats a completed step
     assert re.fullmatch(r"pickup\((red|green|blue|purple|grey) key\)", by_step[(0, "wrong_object")])
     assert (2, "omission") not in by_step
+    # another task's step: dropping the key where no box waits; walking to the key
+    # one should pick up, or to the door one should reach by picking up the key first
+    assert by_step[(2, "wrong_action")] == "drop()"
+    assert by_step[(0, "wrong_action")] in {"goto(yellow key)", "goto(yellow door)"}
+
+
+def test_decision_classifies_subgoals_by_perturbation_type():
+    episode = _state_at("MiniGrid-DoorKey-8x8-v0", 0, 2)  # key carried, door open
+    decision = Decision(episode)
+    assert decision.chosen == "goto(goal)"
+    assert decision.classify("goto(goal)") is None
+    assert decision.classify("drop()") == "wrong_action"
+    assert decision.classify("open(yellow door)") == "wrong_order"  # a repeat
+    assert decision.classify("goto(yellow door)") == "wrong_object"
+    assert decision.classify("goto(purple ball)") == "wrong_object"  # outside the candidates
+    first = Decision(make_episode("MiniGrid-DoorKey-8x8-v0", 0))
+    assert first.classify("open(yellow door)") == "omission"
+    assert first.classify("goto(goal)") == "wrong_order"
+    assert first.classify("goto(yellow key)") == "wrong_action"
+    assert first.classify("drop()") == "wrong_action"
 
 
 # --- metrics ----------------------------------------------------------------------------

@@ -39,8 +39,9 @@ class MinigridDataConfig(StrictModel):
                             "(the evaluation).")
     seed_start: int = Field(0, ge=0, description="First training seed; validation and test "
                             "seeds follow in disjoint ranges.")
-    perturbations: list[Literal["wrong_object", "wrong_order", "omission"]] = Field(
-        default_factory=lambda: ["wrong_object", "wrong_order", "omission"], min_length=1,
+    perturbations: list[Literal["wrong_object", "wrong_order", "omission", "wrong_action"]] = Field(
+        default_factory=lambda: ["wrong_object", "wrong_order", "omission", "wrong_action"],
+        min_length=1,
         description="Perturbation types that make the rejected subgoals of preference pairs.")
     exclude_test_states: bool = Field(True, description="Drop training states whose text "
                                       "also occurs in a test episode's expert trace (small "

@@ -8,9 +8,13 @@ chosen) and completed subgoals ``c_1..c_k``, the rejected subgoal is one of:
   colour absent from the grid (``drop()`` has no argument, so no such pair);
 * ``wrong_order`` — a subgoal out of sequence: a later plan step ``p_j`` with
   ``j >= 2`` (its precondition is not met yet), else a completed one (repeating it);
-* ``omission`` — ``p_1``: the required intermediate ``p_0`` is skipped.
+* ``omission`` — ``p_1``: the required intermediate ``p_0`` is skipped;
+* ``wrong_action`` — another verb than ``p_0``'s on something in the scene
+  (``goto``/``pickup``/``open`` of an object the verb accepts, ``drop()`` while
+  carrying) that is neither in the plan nor a repeat: the step of another task
+  (dropping the key where no box waits, picking up a key one should walk to).
 
-The three candidate sets are disjoint, so a model's subgoal can be classified
+The four candidate sets are disjoint, so a model's subgoal can be classified
 by them (``Decision.classify``). Choices among several candidates use a random
 generator seeded by (env_id, seed, step, type): the pairs are deterministic.
 Every rejected subgoal is grammatical and differs from the chosen one; the
@@ -37,7 +41,8 @@ from prefalign.envs.minigrid.grammar import (
 from prefalign.envs.minigrid.traces import expert_rollout
 from prefalign.errors import ConfigError
 
-PERTURBATION_TYPES: tuple[str, ...] = ("wrong_object", "wrong_order", "omission")
+PERTURBATION_TYPES: tuple[str, ...] = ("wrong_object", "wrong_order", "omission", "wrong_action")
+VERBS: tuple[str, ...] = ("goto", "pickup", "open", "drop")
 
 
 def _accepts(verb: str, kind: str) -> bool:
@@ -73,6 +78,13 @@ class Decision:
         taken = set(self.plan) | set(self.repeats)
         self.wrong_object_in_scene = _unique(c for c in in_scene if c not in taken)
         self.wrong_object_swapped = _unique(c for c in swapped if c not in taken)
+        other_verbs = [Subgoal(verb, obj.colour, obj.kind) for verb in VERBS
+                       if verb not in ("drop", chosen.verb)
+                       for obj in objects if _accepts(verb, obj.kind)]
+        if chosen.verb != "drop" and episode.carried is not None:
+            other_verbs.append(Subgoal("drop", None, None))
+        self.wrong_action = _unique(c for c in map(format_subgoal, other_verbs)
+                                    if c not in taken)
 
     def candidates(self, perturbation: str) -> list[str]:
         """All subgoals of one perturbation type for this decision."""
@@ -82,6 +94,8 @@ class Decision:
             return self.later_steps + self.repeats
         if perturbation == "omission":
             return self.plan[1:2]
+        if perturbation == "wrong_action":
+            return self.wrong_action
         raise ConfigError(f"unknown perturbation {perturbation!r}; "
                           f"expected one of {', '.join(PERTURBATION_TYPES)}")
 
@@ -99,15 +113,16 @@ class Decision:
     def classify(self, subgoal_text: str) -> str | None:
         """The perturbation type a canonical subgoal falls in, or ``None``: ``p_1`` is an
         omission; a later plan step or a repeat is a wrong order; any other argument
-        for the expert's verb is a wrong object (also outside the candidate lists)."""
+        for the expert's verb is a wrong object, any other verb a wrong action (both
+        also outside the candidate lists)."""
         if subgoal_text in self.plan[1:2]:
             return "omission"
         if subgoal_text in self.later_steps or subgoal_text in self.repeats:
             return "wrong_order"
-        verb = self.chosen.split("(")[0]
-        if subgoal_text.split("(")[0] == verb and subgoal_text not in self.plan:
-            return "wrong_object"
-        return None
+        if subgoal_text in self.plan:
+            return None
+        same_verb = subgoal_text.split("(")[0] == self.chosen.split("(")[0]
+        return "wrong_object" if same_verb else "wrong_action"
 
 
 def _unique(items: Iterable[str]) -> list[str]:
