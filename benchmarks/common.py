@@ -192,23 +192,40 @@ def record_passes(module, records: list[dict], head_positions) -> None:
     module.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def prefalign_lora(spec: dict):
-    """prefalign's LoRA settings for a run: rank r, alpha 2r, no dropout, q/k/v/o."""
+def prefalign_start(spec: dict):
+    """A prefalign child's start: torch threads, the pairs, the seed, and the embedded model
+    in float32 with LoRA rank r, alpha 2r, no dropout, on q/k/v/o. Returns
+    ``(pairs, causal_lm, tokenizer)``."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from prefalign.engine.loop import seed_everything
+    from prefalign.models.load import load_model
     from prefalign.models.lora import LoraSettings
 
-    return LoraSettings(r=spec["lora_rank"], alpha=2 * spec["lora_rank"], dropout=0.0,
+    pairs = read_pairs(spec["pairs"])
+    seed_everything(spec["seed"])
+    lora = LoraSettings(r=spec["lora_rank"], alpha=2 * spec["lora_rank"], dropout=0.0,
                         target_modules=LORA_TARGETS)
+    return (pairs, *load_model("embedded", dtype="float32", lora=lora))
 
 
-def prefalign_train_config(spec: dict, micro: int):
-    """``steps`` optimizer steps of ``batch_size`` pairs as micro-batches of ``micro``,
-    linear decay without warmup, no checkpoints."""
+def prefalign_train(model, algorithm, spec: dict, micro: int) -> dict:
+    """Train ``steps`` optimizer steps of ``batch_size`` pairs as micro-batches of ``micro``
+    (linear decay without warmup, no checkpoints) in a temporary run directory; returns
+    the child's common figures: peak memory and the final loss."""
     from prefalign.config import TrainConfig
+    from prefalign.engine.loop import Engine
+    from prefalign.engine.rundir import RunDir
 
-    return TrainConfig(lr=spec["lr"], max_steps=spec["steps"], batch_size=micro,
-                       grad_accum=spec["batch_size"] // micro, scheduler="linear",
-                       warmup_ratio=0.0, save_every=0, seed=spec["seed"],
-                       threads=spec["threads"])
+    train_cfg = TrainConfig(lr=spec["lr"], max_steps=spec["steps"], batch_size=micro,
+                            grad_accum=spec["batch_size"] // micro, scheduler="linear",
+                            warmup_ratio=0.0, save_every=0, seed=spec["seed"],
+                            threads=spec["threads"])
+    with tempfile.TemporaryDirectory() as out:
+        result = Engine(model, algorithm, train_cfg, RunDir(Path(out) / "run").create()).train()
+    return {"peak_rss_mb": peak_rss_mb(), "checkpointing": False, "head_recompute": False,
+            "final_loss": result.last_metrics.get("loss")}
 
 
 def peak_rss_mb() -> float:

@@ -61,21 +61,12 @@ TRL_FAST = ("trl-fast", "trl-fast-micro1")
 
 # -- children ---------------------------------------------------------------------------
 def child_prefalign(spec: dict) -> dict:
-    import torch
-
-    torch.set_num_threads(spec["threads"])
     from prefalign.config import LossConfig
-    from prefalign.engine.loop import Engine, seed_everything
-    from prefalign.engine.rundir import RunDir
-    from prefalign.models.load import load_model
     from prefalign.models.token_logprobs import CompletionLogprobModel
     from prefalign.stages.preference import PreferenceAlgorithm, Reference
     from prefalign.stages.reference import reference_logps
 
-    pairs = common.read_pairs(spec["pairs"])
-    seed_everything(spec["seed"])
-    lora = common.prefalign_lora(spec)
-    lm, tokenizer = load_model("embedded", dtype="float32", lora=lora)
+    pairs, lm, tokenizer = common.prefalign_start(spec)
     policy = CompletionLogprobModel(lm)
     records: list[dict] = []
     common.record_passes(policy, records, lambda ids, args, kwargs: int(args[2].sum()))
@@ -91,14 +82,10 @@ def child_prefalign(spec: dict) -> dict:
                                     Reference("precomputed", train=reference),
                                     tokenizer.pad_token_id, micro, spec["seed"],
                                     prefix_sharing=sharing)
-    train_cfg = common.prefalign_train_config(spec, micro)
-    with tempfile.TemporaryDirectory() as out:
-        result = Engine(policy, algorithm, train_cfg, RunDir(Path(out) / "run").create()).train()
+    figures = common.prefalign_train(policy, algorithm, spec, micro)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "reference_s": reference_s,
-            "reference_passes": reference.forward_passes, "peak_rss_mb": common.peak_rss_mb(),
-            "passes": records, "checkpointing": False, "head_recompute": False,
-            "final_loss": result.last_metrics.get("loss")}
+            "reference_passes": reference.forward_passes, "passes": records, **figures}
 
 
 def child_trl(spec: dict) -> dict:

@@ -53,19 +53,10 @@ def no_head(ids, args, kwargs) -> int:
 
 
 def child_prefalign(spec: dict) -> dict:
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    from prefalign.engine.loop import Engine, seed_everything
-    from prefalign.engine.rundir import RunDir
     from prefalign.models.heads import ScalarHeadModel
-    from prefalign.models.load import load_model
     from prefalign.stages.reward_algorithms import PairwiseRewardAlgorithm, TokenPairs
 
-    pairs = common.read_pairs(spec["pairs"])
-    seed_everything(spec["seed"])
-    lora = common.prefalign_lora(spec)
-    causal_lm, tokenizer = load_model("embedded", dtype="float32", lora=lora)
+    pairs, causal_lm, tokenizer = common.prefalign_start(spec)
     model = ScalarHeadModel.from_causal_lm(causal_lm)
     records: list[dict] = []
     common.record_passes(model.backbone, records, no_head)
@@ -74,13 +65,9 @@ def child_prefalign(spec: dict) -> dict:
     source = TokenPairs(pairs, tokenizer.pad_token_id, prefix_sharing=spec["sharing"])
     algorithm = PairwiseRewardAlgorithm(source, None, micro,
                                         spec["seed"], use_margin=False, center_coef=0.0)
-    train_cfg = common.prefalign_train_config(spec, micro)
-    with tempfile.TemporaryDirectory() as out:
-        result = Engine(model, algorithm, train_cfg, RunDir(Path(out) / "run").create()).train()
+    figures = common.prefalign_train(model, algorithm, spec, micro)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "reference_s": 0.0, "peak_rss_mb": common.peak_rss_mb(),
-            "passes": records, "checkpointing": False, "head_recompute": False,
-            "final_loss": result.last_metrics.get("loss")}
+    return {"seconds": seconds, "reference_s": 0.0, "passes": records, **figures}
 
 
 def child_trl(spec: dict) -> dict:
