@@ -75,10 +75,16 @@ class ScalarHeadModel(nn.Module):
         return cls(backbone_of(causal_lm), hidden_size, origin)
 
     def hidden_states(self, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final hidden states ``[B, T, H]`` of the backbone."""
+                      attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states ``[B, T, H]`` of the backbone. A 4-D boolean mask
+        ``[B, 1, T, T]`` (prefix-shared rows) is converted for the backbone's attention."""
+        if attention_mask is not None and attention_mask.dim() == 4:
+            from prefalign.models.token_logprobs import attention_mask_4d
+
+            attention_mask = attention_mask_4d(self.backbone, attention_mask)
         output = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               use_cache=False)
+                               position_ids=position_ids, use_cache=False)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
     def values_at(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -91,13 +97,7 @@ class ScalarHeadModel(nn.Module):
         positions are the last chosen and the last rejected token, so one row gives
         both rewards and the prompt is computed once.
         """
-        from prefalign.models.token_logprobs import attention_mask_4d
-
-        if attention_mask.dim() == 4:
-            attention_mask = attention_mask_4d(self.backbone, attention_mask)
-        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=position_ids, use_cache=False)
-        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids)
         rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1)
         picked = hidden[rows, positions.to(hidden.device)]
         return self.head(picked.to(self.head.weight.dtype)).squeeze(-1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -110,11 +111,12 @@ def last_token_features(model: ScalarHeadModel, sequences: Sequence[Sequence[int
     was_training = model.training
     model.eval()
     features = torch.empty(len(sequences), model.hidden_size, dtype=torch.float32)
-    batches = list(length_sorted_batches(sequences, batch_size, pad_id))
+    n_batches = math.ceil(len(sequences) / batch_size)
     try:
         # Quiet for a handful of batches (best-of-n reranking scores a few at a time).
-        with TrainingProgress(len(batches), enabled=len(batches) > 8,
+        with TrainingProgress(n_batches, enabled=n_batches > 8,
                               description="features") as progress:
+            batches = length_sorted_batches(sequences, batch_size, pad_id)
             for done, (indices, input_ids, mask) in enumerate(batches, start=1):
                 hidden = model.hidden_states(input_ids.to(device), mask.to(device))
                 features[indices] = last_token_hidden(hidden, mask.to(device)).float().cpu()
