@@ -1,11 +1,15 @@
 """One entry point for every data source a config can name.
 
-``builtin:NAME[?n=N&seed=S]`` generates a built-in task's records in code; any
-other source (a file path or ``hf:NAME``) goes to ``prefalign.data.load``.
+``builtin:NAME[?n=N&seed=S&...]`` generates a built-in task's records in code;
+the query names keyword arguments of the task's record maker (for arithmetic
+also ``split=train|test|all`` and, for pairs, ``verbose_share``), converted to
+the type of their default. Any other source (a file path or ``hf:NAME``) goes
+to ``prefalign.data.load``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -34,14 +38,30 @@ def _builtin(source: str, kind: str) -> list[dict]:
     if kind not in makers:
         raise DataError(f"built-in dataset '{name}' has no {kind} records; it has: "
                         f"{', '.join(makers)}", file=source)
-    params = {"n": BUILTIN_DEFAULT_SIZE, "seed": 0}
+    defaults = {param: spec.default
+                for param, spec in inspect.signature(makers[kind]).parameters.items()}
+    defaults["n"] = BUILTIN_DEFAULT_SIZE
+    params = {}
     for key, value in parse_qsl(query):
-        if key not in params:
-            raise DataError(f"unknown parameter '{key}'; valid: n, seed", file=source)
-        if not value.lstrip("-").isdigit():
-            raise DataError(f"parameter '{key}' must be an integer, got '{value}'", file=source)
-        params[key] = int(value)
-    return validate_records(makers[kind](**params), kind, file=source)
+        if key not in defaults:
+            raise DataError(f"unknown parameter '{key}'; valid: {', '.join(defaults)}", file=source)
+        params[key] = _parameter(key, value, type(defaults[key]), source)
+    try:
+        records = makers[kind](**{**defaults, **params})
+    except ValueError as error:
+        raise DataError(str(error), file=source) from None
+    return validate_records(records, kind, file=source)
+
+
+def _parameter(key: str, value: str, kind: type, source: str):
+    """``value`` as the type of the parameter's default, or a DataError naming it."""
+    if kind is str:
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise DataError(f"parameter '{key}' must be {'an integer' if kind is int else 'a number'},"
+                        f" got '{value}'", file=source) from None
 
 
 def load_source(source: str, kind: str) -> list[dict]:

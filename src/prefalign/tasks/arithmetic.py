@@ -11,17 +11,25 @@ we need to ..."), recorded in ``metadata.perturbation``. A policy's improvement
 is measured by generating and checking, not only by the loss.
 
 Problems are a pure function of (seed, index): the same seed gives the same
-data on every machine, and different seeds give disjoint-by-prompt splits via
-``prefalign.data.split``.
+data on every machine. There are only 90·90·2 = 16,200 problems, so sets drawn
+with different seeds overlap; a fixed test split keeps them apart instead:
+``split="test"`` draws only from the ~10% of problems whose prompt hashes below
+``TEST_SHARE`` (``prefalign.data.split.unit_hash`` with seed 0), ``split="train"``
+only from the rest, and ``split="all"`` from every problem.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 
+from prefalign.data.split import unit_hash
+
 INSTRUCTION = "Answer with the number only."
 _INTEGER = re.compile(r"-?\d+")
+TEST_SHARE = 0.1
+SPLITS = ("all", "train", "test")
 
 
 def _problem(rng: random.Random) -> tuple[int, str, int]:
@@ -62,8 +70,27 @@ def verbose_reply(a: int, op: str, b: int, rng: random.Random) -> str:
                            wrong=wrong_answer(a, op, b, rng))
 
 
-def problems(n: int, seed: int = 0) -> list[dict]:
-    """``n`` distinct problems as ``{"prompt","answer","a","op","b"}`` records."""
+def in_split(prompt: str, split: str) -> bool:
+    """Whether a problem's prompt belongs to ``split`` ("all", "train" or "test")."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split == "all":
+        return True
+    return (unit_hash(prompt, 0) < TEST_SHARE) == (split == "test")
+
+
+@functools.lru_cache(maxsize=None)
+def split_size(split: str) -> int:
+    """How many distinct problems ``split`` holds."""
+    return sum(in_split(prompt_text(a, op, b), split)
+               for a in range(10, 100) for b in range(10, 100) for op in "+-")
+
+
+def problems(n: int, seed: int = 0, split: str = "all") -> list[dict]:
+    """``n`` distinct problems of ``split`` as ``{"prompt","answer","a","op","b"}`` records."""
+    available = split_size(split)
+    if not 0 <= n <= available:
+        raise ValueError(f"n={n} problems asked for; the {split!r} split has {available}")
     rng = random.Random(f"arithmetic-{seed}")
     seen, out = set(), []
     while len(out) < n:
@@ -71,20 +98,25 @@ def problems(n: int, seed: int = 0) -> list[dict]:
         if (a, op, b) in seen:
             continue
         seen.add((a, op, b))
-        out.append({"prompt": prompt_text(a, op, b), "answer": _value(a, op, b),
-                    "a": a, "op": op, "b": b})
+        prompt = prompt_text(a, op, b)
+        if in_split(prompt, split):
+            out.append({"prompt": prompt, "answer": _value(a, op, b), "a": a, "op": op, "b": b})
     return out
 
 
-def sft_records(n: int, seed: int = 0) -> list[dict]:
-    return [{"prompt": p["prompt"], "completion": str(p["answer"])} for p in problems(n, seed)]
+def sft_records(n: int, seed: int = 0, split: str = "all") -> list[dict]:
+    return [{"prompt": p["prompt"], "completion": str(p["answer"])}
+            for p in problems(n, seed, split)]
 
 
-def preference_records(n: int, seed: int = 0, verbose_share: float = 0.5) -> list[dict]:
+def preference_records(n: int, seed: int = 0, split: str = "all",
+                       verbose_share: float = 0.5) -> list[dict]:
     """Pairs whose rejected reply is a wrong number or, with ``verbose_share``, verbose."""
+    if not 0.0 <= verbose_share <= 1.0:
+        raise ValueError(f"verbose_share must be in [0, 1], got {verbose_share}")
     rng = random.Random(f"arithmetic-wrong-{seed}")
     records = []
-    for p in problems(n, seed):
+    for p in problems(n, seed, split):
         a, op, b = p["a"], p["op"], p["b"]
         if rng.random() < verbose_share:
             rejected, kind = verbose_reply(a, op, b, rng), "verbose"
@@ -95,8 +127,8 @@ def preference_records(n: int, seed: int = 0, verbose_share: float = 0.5) -> lis
     return records
 
 
-def prompt_records(n: int, seed: int = 0) -> list[dict]:
-    return [{"prompt": p["prompt"], "answer": p["answer"]} for p in problems(n, seed)]
+def prompt_records(n: int, seed: int = 0, split: str = "all") -> list[dict]:
+    return [{"prompt": p["prompt"], "answer": p["answer"]} for p in problems(n, seed, split)]
 
 
 def extract_answer(completion: str) -> int | None:
