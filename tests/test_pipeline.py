@@ -15,6 +15,7 @@ from prefalign.envs.minigrid import build_prompt, generate_traces
 from prefalign.errors import ConfigError
 from prefalign.eval.minigrid import COMPACT_INSTRUCTION
 from prefalign.pipeline import MissingStageOutput, plan_stages, run_pipeline, stage_fingerprints
+from prefalign.pipeline.minigrid_data import sample_per_environment
 from prefalign.pipeline.runner import check_inputs
 
 ENVS = ["MiniGrid-DoorKey-6x6-v0", "BabyAI-GoToLocalS6N2-v0"]
@@ -246,3 +247,20 @@ def test_interrupted_stage_continues_and_removed_output_is_rebuilt(finished_run)
     result = run_pipeline(cfg)
     assert list(result.ran) == ["eval", "report"]
     assert (cfg.run_dir / "report.md").is_file()
+
+
+def test_per_environment_pair_sampling_gives_equal_shares_smallest_first():
+    sizes = {"small": 5, "big-a": 100, "big-b": 100}
+    records = [{"id": (env, i), "metadata": {"env_id": env}}
+               for i in range(100) for env, size in sizes.items() if i < size]
+    kept = sample_per_environment(records, 65, seed=3)
+    counts = {env: sum(r["metadata"]["env_id"] == env for r in kept) for env in sizes}
+    assert counts == {"small": 5, "big-a": 30, "big-b": 30}
+    positions = [records.index(r) for r in kept]
+    assert positions == sorted(positions)
+    assert kept == sample_per_environment(records, 65, seed=3)
+    assert kept != sample_per_environment(records, 65, seed=4)
+    odd = sample_per_environment(records, 64, seed=0)
+    assert len(odd) == 64 and sum(r["metadata"]["env_id"] == "small" for r in odd) == 5
+    assert sample_per_environment(records, 500, seed=0) == records
+    assert sample_per_environment(records, None, seed=0) == records

@@ -51,6 +51,10 @@ class MinigridDataConfig(StrictModel):
                                          "SFT examples, a seeded sample.")
     max_pairs: int | None = Field(None, gt=0, description="Keep at most this many training "
                                   "pairs, a seeded sample.")
+    pair_sampling: Literal["uniform", "per_environment"] = Field(
+        "uniform", description="How max_pairs are drawn: 'uniform' over all candidate pairs "
+        "(environments with longer episodes get more), 'per_environment' an equal share per "
+        "environment (one with fewer candidates passes its unused share on).")
     prompt_style: Literal["compact", "full"] = Field(
         "compact", description="'full': the domain's whole instruction before the state; "
         "'compact': a one-line grammar reminder (about half the tokens).")

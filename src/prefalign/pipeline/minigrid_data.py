@@ -58,6 +58,28 @@ def _sample(records: list[dict], limit: int | None, seed: int) -> list[dict]:
     return [records[i] for i in keep]
 
 
+def sample_per_environment(records: list[dict], limit: int | None, seed: int) -> list[dict]:
+    """At most ``limit`` records with an equal share per environment, kept in original order.
+
+    Environments are filled smallest first: each takes ``min(available, ⌈left / k⌉)``
+    of the ``left`` records still to give out among its ``k`` remaining environments,
+    so one with few candidates (a single decision per episode) passes its unused
+    share on to the others. Within an environment the choice is a seeded sample.
+    """
+    if limit is None or len(records) <= limit:
+        return records
+    by_env: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        by_env.setdefault(record["metadata"]["env_id"], []).append(index)
+    rng, left, keep = random.Random(seed), limit, []
+    ordered = sorted(by_env.items(), key=lambda item: (len(item[1]), item[0]))
+    for remaining_envs, (_, indices) in zip(range(len(ordered), 0, -1), ordered):
+        take = min(len(indices), -(-left // remaining_envs))
+        keep += rng.sample(indices, take)
+        left -= take
+    return [records[i] for i in sorted(keep)]
+
+
 def _restyle(records: list[dict], style: str) -> list[dict]:
     return [{**record, "prompt": restyle_prompt(record["prompt"], style)} for record in records]
 
@@ -98,7 +120,8 @@ def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int)
     excluded_prompts = {build_prompt(context) for context in excluded}
     pairs_train = [p for p in preference_pairs(envs, splits.train, cfg.perturbations)
                    if p["prompt"] not in excluded_prompts]
-    pairs_train = _sample(pairs_train, cfg.max_pairs, seed)
+    sample_pairs = sample_per_environment if cfg.pair_sampling == "per_environment" else _sample
+    pairs_train = sample_pairs(pairs_train, cfg.max_pairs, seed)
     pairs_validation = preference_pairs(envs, splits.validation, cfg.perturbations)
     if not sft_train or not pairs_train:
         raise DataError(f"no training data left: {len(sft_train)} SFT examples and "
@@ -116,6 +139,7 @@ def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int)
         "exclude_test_states": cfg.exclude_test_states,
         "counts": {key: len(records) for key, records in outputs.items()},
         "sft_per_environment": dict(Counter(r["metadata"]["env_id"] for r in sft_train)),
+        "pairs_per_environment": dict(Counter(p["metadata"]["env_id"] for p in pairs_train)),
         "pairs_per_perturbation": dict(Counter(p["metadata"]["perturbation"]
                                                for p in pairs_train)),
         "rejected_failing": sum(p["metadata"]["rejected_failure"] is not None

@@ -125,6 +125,9 @@ def _data_lines(data: dict) -> list[str]:
              "- SFT examples per environment: "
              + ", ".join(f"{short_environment(k)} {v}"
                          for k, v in data["sft_per_environment"].items()),
+             "- training pairs per environment: "
+             + ", ".join(f"{short_environment(k)} {v}"
+                         for k, v in data["pairs_per_environment"].items()),
              "- training pairs per perturbation: "
              + ", ".join(f"{k} {v}" for k, v in data["pairs_per_perturbation"].items())
              + f" ({data['rejected_failing']} rejected subgoals fail when executed)",
