@@ -79,7 +79,7 @@ def in_split(prompt: str, split: str) -> bool:
     return (unit_hash(prompt, 0) < TEST_SHARE) == (split == "test")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def split_size(split: str) -> int:
     """How many distinct problems ``split`` holds."""
     return sum(in_split(prompt_text(a, op, b), split)
