@@ -14,10 +14,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from prefalign.config.base import StrictModel
+from prefalign.config.lora import LoraSettings
 from prefalign.config.preference import LossConfig, ReferenceConfig
 from prefalign.config.reward import EnsembleConfig, RewardLossConfig
 from prefalign.config.sections import RunConfig, TrainConfig
-from prefalign.models.lora import LoraSettings
 
 # The stages in the order they run; each one's output is a later one's input.
 STAGE_ORDER: tuple[str, ...] = ("data", "sft", "dpo", "rm", "eval", "report")

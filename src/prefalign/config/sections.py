@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from prefalign.config.base import StrictModel
-from prefalign.models.lora import LoraSettings
+from prefalign.config.lora import LoraSettings
 
 
 class ModelConfig(StrictModel):
@@ -22,6 +22,9 @@ class ModelConfig(StrictModel):
                                       description="LoRA adapters; null for a full fine-tune.")
     qlora: bool = Field(False, description="Load the base in 4-bit NF4 (needs CUDA + bitsandbytes).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    dropout: bool = Field(False, description="Keep the model's dropout (and LoRA dropout) active "
+                          "in training; off by default, so that at step 0 the policy equals its "
+                          "reference (DPO margin 0, PPO ratio 1).")
 
 
 class DataConfig(StrictModel):

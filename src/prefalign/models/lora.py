@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from prefalign.config.lora import LoraSettings
 from prefalign.errors import ModelError
 
 TargetScope = Literal["attention", "all-linear"]
@@ -36,23 +36,6 @@ _KNOWN_TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "bloom": (["query_key_value", "self_attention.dense"], ["dense_h_to_4h", "dense_4h_to_h"]),
     "gptj": (["q_proj", "k_proj", "v_proj", "out_proj"], ["fc_in", "fc_out"]),
 }
-
-
-class LoraSettings(BaseModel):
-    """Which layers get LoRA adapters, and how large they are."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(16, gt=0, description=(
-        "Rank of the low-rank update B·A; larger means more trainable parameters."))
-    alpha: float = Field(32, gt=0, description=(
-        "Scale of the update: the adapter output is multiplied by alpha / r."))
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description=(
-        "Dropout probability applied to the adapter input during training."))
-    target_modules: list[str] | Literal["auto", "all-linear"] = Field("auto", description=(
-        "Module names to adapt (a name matches modules whose dotted path ends with it); "
-        "'auto' = the attention projections of the architecture, 'all-linear' = attention "
-        "and MLP projections."))
 
 
 def _is_linear(module: nn.Module) -> bool:

@@ -15,6 +15,7 @@ from prefalign.data.split import check_leakage, split_records
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.rundir import RunDir
 from prefalign.errors import PrefalignError
+from prefalign.models.dropout import disable_dropout
 from prefalign.models.load import load_model
 
 
@@ -68,9 +69,12 @@ def fingerprints(**named: list[dict]) -> dict[str, str]:
 
 
 def load_policy(model_cfg: ModelConfig):
-    """The trainable model (with LoRA if configured) and its tokenizer."""
+    """The trainable model (with LoRA if configured) and its tokenizer; dropout off
+    unless ``model.dropout``."""
     model, tokenizer = load_model(model_cfg.name, dtype=model_cfg.dtype, lora=model_cfg.lora,
                                   qlora=model_cfg.qlora)
+    if not model_cfg.dropout:
+        disable_dropout(model)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
