@@ -9,21 +9,19 @@ mask, so no compute goes to padding.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from prefalign.config import SFTConfig
 from prefalign.data.collate import collate_packed, collate_sft, pack_sft
-from prefalign.data.tokenize import encode_dataset, encode_sft
+from prefalign.data.tokenize import encode_sft
 from prefalign.engine.algorithm import StepOutput
-from prefalign.log import say
-from prefalign.engine.loop import Engine, TrainResult, seed_everything
+from prefalign.engine.loop import TrainResult
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel
-from prefalign.report.curves import plot_training_curves
-from prefalign.stages.common import (BatchPlan, fingerprints, load_policy, load_train_eval,
-                                     prepare_run, to_device)
+from prefalign.stages.common import BatchPlan, to_device
+from prefalign.stages.lifecycle import Lifecycle
 
 
 def sft_batch_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
@@ -78,28 +76,18 @@ class SFTAlgorithm:
 def run_sft(cfg: SFTConfig, resume: bool = False,
             on_step_end: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the result lands in ``runs/<name>/final``."""
-    run = prepare_run(cfg, resume)
-    seed_everything(cfg.train.seed)
-    train_records, eval_records = load_train_eval(cfg.data, "sft", cfg.train.seed)
-    lm, tokenizer = load_policy(cfg.model)
-    encode_kw = dict(tokenizer=tokenizer, max_length=cfg.data.max_length,
-                     max_prompt_length=cfg.data.max_prompt_length,
-                     truncation=cfg.data.truncation, use_chat_template=cfg.data.use_chat_template)
-    examples, skipped = encode_dataset(train_records, encode_sft, **encode_kw)
-    eval_examples, _ = encode_dataset(eval_records, encode_sft, **encode_kw)
-    if skipped.skipped:
-        say("sft", f"{skipped.summary()}")
-    run.write_manifest(stage="sft", seed=cfg.train.seed, model_source=cfg.model.name,
-                       datasets=fingerprints(train=train_records, eval=eval_records),
-                       extra={"train_examples": len(examples), "eval_examples": len(eval_examples)})
-    algorithm = SFTAlgorithm(examples, eval_examples, tokenizer.pad_token_id,
+    life = Lifecycle(cfg, "sft", resume, on_step_end)
+    life.setup()
+    train_records, eval_records = life.load_data("sft")
+    models = life.load_models()
+    examples = life.encode(train_records, encode_sft, models.tokenizer)
+    eval_examples = life.encode(eval_records, encode_sft, models.tokenizer, label="eval")
+    life.write_manifest({"train": train_records, "eval": eval_records},
+                        train_examples=len(examples), eval_examples=len(eval_examples))
+    algorithm = SFTAlgorithm(examples, eval_examples, models.tokenizer.pad_token_id,
                              cfg.train.batch_size, cfg.train.seed, cfg.packing,
                              cfg.data.max_length)
-    model = CompletionLogprobModel(lm)
-    engine = Engine(model, algorithm, cfg.train, run, on_step_end=on_step_end)
-    result = engine.train(resume=resume)
-    if engine.accelerator.is_main_process:
-        save_model(engine.accelerator.unwrap_model(engine.model).lm, tokenizer, run.final)
-        plot_training_curves(run.metrics_path, run.figures / "training.png",
-                             ("loss", "perplexity"))
-    return result
+    result = life.train(CompletionLogprobModel(models.policy), algorithm)
+    policy = life.trained().lm
+    return life.finish(result, save=lambda: save_model(policy, models.tokenizer, life.run.final),
+                       figures=("loss", "perplexity"))
