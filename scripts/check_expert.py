@@ -13,8 +13,8 @@ import argparse
 import sys
 from collections import Counter
 
-from prefalign.envs.minigrid import ENVIRONMENTS, execute, expert_subgoal, make_episode
-from prefalign.envs.minigrid.traces import MAX_EXPERT_SUBGOALS
+from prefalign.tasks.minigrid import ENVIRONMENTS, execute, expert_subgoal, make_episode
+from prefalign.tasks.minigrid.traces import MAX_EXPERT_SUBGOALS
 
 
 def run_expert(env_id: str, seed: int) -> tuple[bool, int, int, str | None]:

@@ -7,15 +7,23 @@ from fractions import Fraction
 
 import pytest
 
-from prefalign.envs.countdown import countdown_reward, extract_answer, generate_problems, verify
 from prefalign.errors import ConfigError
+from prefalign.tasks.countdown import (
+    CountdownVerifier,
+    countdown_prompt,
+    countdown_short_prompt,
+    extract_answer,
+    generate_problems,
+    verify,
+)
 
 
 @pytest.mark.parametrize("expression, numbers, target", [
     ("1 + 2", [1, 2, 3], 3),
     ("(25 - 5) * 4", [25, 5, 4, 9], 80),
-    ("7 / 2 * 2", [7, 2, 2], 7),  # exact rational intermediate 7/2
     ("100 / (7 - 3)", [100, 7, 3], 25),
+    ("8 / 4 * 3", [8, 4, 3], 6),  # exact division
+    ("5 - 5 + 2", [5, 5, 2], 2),  # an intermediate 0 is not negative
     ("((3))", [3, 4], 3),
     ("2 \u00d7 6 \u00f7 4 \u2212 1", [2, 6, 4, 1], 2),  # x, ÷ and the minus sign
     ("8-3-2", [8, 3, 2], 3),  # left associative: (8-3)-2
@@ -28,13 +36,38 @@ def test_verify_accepts_correct(expression, numbers, target):
 
 
 def test_verify_matches_independent_fraction_arithmetic():
-    cases = [("9 / 4 + 3 / 4", [9, 4, 3, 4], Fraction(9, 4) + Fraction(3, 4)),
-             ("(6 - 2) * (5 + 1)", [6, 2, 5, 1], Fraction((6 - 2) * (5 + 1))),
-             ("12 / 8 * 6", [12, 8, 6], Fraction(12, 8) * 6)]
+    cases = [("(6 - 2) * (5 + 1)", [6, 2, 5, 1], Fraction((6 - 2) * (5 + 1))),
+             ("12 / 4 * 6 - 9", [12, 4, 6, 9], Fraction(12, 4) * 6 - 9)]
     for expression, numbers, value in cases:
         assert value.denominator == 1
         assert verify(expression, numbers, int(value)).correct
         assert not verify(expression, numbers, int(value) + 1).correct
+
+
+@pytest.mark.parametrize("expression, numbers, value, reason", [
+    ("3 - 5 + 7", [3, 5, 7], 3 - 5 + 7, "negative"),  # (3 - 5) = -2 on the way to 5
+    ("2 - 9 + 8 * 1", [2, 9, 8, 1], 2 - 9 + 8 * 1, "negative"),
+    ("(1 - 4) * (2 - 5)", [1, 4, 2, 5], (1 - 4) * (2 - 5), "negative"),  # -3 * -3
+    ("7 / 2 * 2", [7, 2, 2], Fraction(7, 2) * 2, "not a whole number"),
+    ("9 / 4 + 3 / 4", [9, 4, 3, 4], Fraction(9, 4) + Fraction(3, 4), "not a whole number"),
+    ("12 / 8 * 6", [12, 8, 6], Fraction(12, 8) * 6, "not a whole number"),
+])
+def test_verify_refuses_negative_and_fractional_intermediates(expression, numbers, value,
+                                                              reason):
+    """The prompt forbids negative numbers and inexact division: the value is the target,
+    but a step breaks the rules, so the answer is well-formed and not correct."""
+    target = int(value)
+    assert value == target > 0
+    result = verify(expression, numbers, target)
+    assert not result.correct and result.well_formed
+    assert reason in result.reason
+
+
+def test_the_prompts_state_the_rules_the_verifier_enforces():
+    full = countdown_prompt([3, 5, 7], 22)
+    system = countdown_short_prompt([3, 5, 7], 22)[0]["content"]
+    assert "negative" in full and "exact" in full and "whole number" in full
+    assert "negative" in system and "fraction" in system
 
 
 @pytest.mark.parametrize("expression, numbers, target, reason", [
@@ -123,9 +156,18 @@ def test_extract_answer():
 
 def test_countdown_reward():
     numbers, target = [3, 4, 5], 35
-    assert countdown_reward("<answer>(3 + 4) * 5</answer>", numbers, target) == 1.0
-    assert countdown_reward("<answer>3 + 4 + 5</answer>", numbers, target) == pytest.approx(0.1)
-    assert countdown_reward("<answer>3 * 9</answer>", numbers, target, format_credit=0.2) == 0.2
-    assert countdown_reward("<answer>3 + </answer>", numbers, target) == 0.0
-    assert countdown_reward("(3 + 4) * 5", numbers, target) == 0.0
-    assert countdown_reward("<answer>__import__('os')</answer>", numbers, target) == 0.0
+    row = {"numbers": numbers, "target": target}
+
+    def reward(completion, **credit):
+        return CountdownVerifier(**credit).score(completion, row)
+
+    assert reward("<answer>(3 + 4) * 5</answer>") == 1.0
+    assert reward("<answer>3 + 4 + 5</answer>") == pytest.approx(0.1)
+    assert reward("<answer>3 * 9</answer>", format_credit=0.2) == 0.2
+    assert reward("<answer>3 + </answer>") == 0.0
+    assert reward("(3 + 4) * 5") == 0.0
+    assert reward("<answer>__import__('os')</answer>") == 0.0
+    # equal to the target over the given numbers, but 3 - 5 is negative: partial credit only
+    rule_breaker = CountdownVerifier(numbers_credit=0.3)
+    assert rule_breaker.score("<answer>3 - 5 + 7</answer>", {"numbers": [3, 5, 7],
+                                                             "target": 5}) == pytest.approx(0.3)

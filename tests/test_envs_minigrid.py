@@ -9,7 +9,7 @@ from collections import deque
 
 import pytest
 
-from prefalign.envs.minigrid import (
+from prefalign.tasks.minigrid import (
     ENVIRONMENTS,
     PERTURBATION_TYPES,
     Decision,
@@ -36,7 +36,7 @@ from prefalign.envs.minigrid import (
     split_seeds,
     wilson_interval,
 )
-from prefalign.envs.minigrid.grammar import COLOURS, OBJECT_TYPES, PICKABLE_TYPES
+from prefalign.tasks.minigrid.grammar import COLOURS, OBJECT_TYPES, PICKABLE_TYPES
 from prefalign.errors import PrefalignError
 
 SEEDS = range(10)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prefalign.data.gsm8k import (
+from prefalign.tasks.gsm8k import (
     answers_match,
     completion_answer,
     extract_final_answer,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prefalign.config.online import RewardSpec
-from prefalign.envs.minigrid import generate_traces
+from prefalign.tasks.minigrid import generate_traces
 from prefalign.errors import DataError
 from prefalign.rewards import REWARDS, available_rewards, build_reward
 from prefalign.stages.online.prompts import check_reward_fields, load_prompt_source

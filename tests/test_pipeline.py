@@ -11,12 +11,12 @@ import yaml
 
 from prefalign.cli import main
 from prefalign.config import PipelineConfig, load_config
-from prefalign.envs.minigrid import build_prompt, generate_traces
 from prefalign.errors import ConfigError
 from prefalign.eval.minigrid import COMPACT_INSTRUCTION
 from prefalign.pipeline import MissingStageOutput, plan_stages, run_pipeline, stage_fingerprints
 from prefalign.pipeline.minigrid_data import sample_per_environment
 from prefalign.pipeline.runner import check_inputs
+from prefalign.tasks.minigrid import build_prompt, generate_traces
 
 ENVS = ["MiniGrid-DoorKey-6x6-v0", "BabyAI-GoToLocalS6N2-v0"]
 

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from prefalign.envs.minigrid import INSTRUCTION, build_prompt, proportion
 from prefalign.errors import PrefalignError
 from prefalign.eval.minigrid import (
     COMPACT_INSTRUCTION,
@@ -20,6 +19,7 @@ from prefalign.eval.minigrid import (
 )
 from prefalign.models.load import load_model
 from prefalign.report.pipeline import checks, fmt, write_pipeline_report
+from prefalign.tasks.minigrid import INSTRUCTION, build_prompt, proportion
 
 
 @pytest.fixture(scope="module")

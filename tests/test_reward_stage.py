@@ -90,8 +90,8 @@ def test_trained_model_scores_held_out_pairs_as_training_evaluated_them(
     final = run_dir / "final"
     assert (final / ("adapter_config.json" if tuning == "lora" else "config.json")).is_file()
     model = RewardModel.load(final)
-    from prefalign.data.sources import load_source
     from prefalign.data.split import split_records
+    from prefalign.tasks import load_source
 
     held_out = split_records(load_source(str(preference_file), "preference"),
                              {"train": 0.75, "eval": 0.25}, 0)["eval"]

@@ -8,13 +8,19 @@ import re
 
 import pytest
 
-from prefalign.data.sources import load_source
+from prefalign.tasks import load_source
 from prefalign.errors import DataError
 from prefalign.tasks import arithmetic
 
 
 def _is_test_prompt(prompt: str) -> bool:
-    digest = hashlib.sha256(f"0\x00{prompt}".encode()).digest()
+    """A problem is in the test split when its canonical prompt (a sum written smaller
+    operand first) hashes below 0.1 with seed 0."""
+    a, op, b = re.match(r"What is (\d+) ([+-]) (\d+)\?", prompt).groups()
+    if op == "+":
+        a, b = sorted((a, b), key=int)
+    canonical = f"What is {a} {op} {b}? Answer with the number only."
+    digest = hashlib.sha256(f"0\x00{canonical}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64 < 0.1
 
 

@@ -90,9 +90,9 @@ def eval_rm(
     """Accuracy, score spread, calibration (ECE, reliability diagram) and length bias."""
     import torch
 
-    from prefalign.data.sources import load_source
     from prefalign.eval.rm import evaluate_reward_model
     from prefalign.rewards.model import RewardModel
+    from prefalign.tasks import load_source
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -31,7 +31,7 @@ class MinigridDataConfig(StrictModel):
 
     environments: list[str] = Field(default_factory=lambda: list(DEFAULT_ENVIRONMENTS),
                                     min_length=1, description="Environment ids (see "
-                                    "prefalign.envs.minigrid.ENVIRONMENTS).")
+                                    "prefalign.tasks.minigrid.ENVIRONMENTS).")
     train_seeds: int = Field(100, gt=0, description="Training episodes per environment.")
     validation_seeds: int = Field(4, gt=0, description="Validation episodes per environment "
                                   "(held-out loss of SFT, DPO and the reward model).")
@@ -62,7 +62,7 @@ class MinigridDataConfig(StrictModel):
     @field_validator("environments")
     @classmethod
     def _known_environments(cls, value: list[str]) -> list[str]:
-        from prefalign.envs.minigrid import ENVIRONMENTS
+        from prefalign.tasks.minigrid import ENVIRONMENTS
 
         for env_id in value:
             if env_id not in ENVIRONMENTS:

@@ -1,22 +1,32 @@
 """Deterministic train/validation splits with no prompt leakage.
 
 A split is a pure function of the records' content and the seed: each record's
-group key (by default its prompt) is hashed with the seed to a number in
-[0, 1) and the record goes to the split whose cumulative fraction interval
-holds that number. Records sharing a prompt therefore always share a split, so
-no prompt can leak from training into evaluation, and adding or removing other
-records never moves a record to another split.
+group key is hashed with the seed to a number in [0, 1) and the record goes to
+the split whose cumulative fraction interval holds that number. Records sharing
+a key therefore always share a split, so no key can leak from training into
+evaluation, and adding or removing other records never moves a record to
+another split.
+
+The key is a field (by default ``prompt``) or a *content key*: a function of the
+record saying what makes two records the same problem (a task's
+``content_key``, e.g. the multiset of numbers and the target of a Countdown
+problem, whatever their order in the prompt). Splitting by a content key makes
+held-out sets content-disjoint by construction, not only prompt-disjoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 
 from prefalign.data.load import canonical_json
 from prefalign.errors import ConfigError, DataError
 
 _FRACTION_TOLERANCE = 1e-6
+
+Key = str | Callable[[dict], str]
+"""A record field, or a content key function ``record -> str``."""
 
 
 def parse_fractions(text: str) -> dict[str, float]:
@@ -50,7 +60,13 @@ def _check_fractions(fractions: dict[str, float]) -> None:
                           f"({', '.join(f'{k}={v:g}' for k, v in fractions.items())})")
 
 
-def _group_key(record: dict, key: str, index: int) -> str:
+def _key_name(key: Key) -> str:
+    return key if isinstance(key, str) else getattr(key, "__name__", "content key")
+
+
+def _group_key(record: dict, key: Key, index: int) -> str:
+    if callable(key):
+        return key(record)
     if key not in record:
         raise DataError(f"record {index} has no field to group splits by", field=key)
     return canonical_json(record[key])
@@ -63,12 +79,12 @@ def unit_hash(text: str, seed: int) -> float:
 
 
 def split_records(records: list[dict], fractions: dict[str, float], seed: int,
-                  key: str = "prompt") -> dict[str, list[dict]]:
+                  key: Key = "prompt") -> dict[str, list[dict]]:
     """Split ``records`` by ``fractions`` (positive, summing to 1), deterministically.
 
     Record ``r`` goes to split ``j`` when ``c_{j-1} <= h(seed, r[key]) < c_j``,
     where ``c_j`` are the cumulative fractions and ``h`` is ``unit_hash`` of the
-    canonical JSON of ``r[key]``. Every split named in ``fractions`` is present
+    canonical JSON of ``r[key]`` (or of ``key(r)`` when ``key`` is a content key). Every split named in ``fractions`` is present
     in the result (possibly empty) and keeps the input order.
     """
     _check_fractions(fractions)
@@ -85,8 +101,9 @@ def split_records(records: list[dict], fractions: dict[str, float], seed: int,
     return splits
 
 
-def check_leakage(splits: dict[str, list[dict]], key: str = "prompt") -> None:
-    """Raise ``DataError`` if any ``key`` value appears in more than one split."""
+def check_leakage(splits: dict[str, list[dict]], key: Key = "prompt") -> None:
+    """Raise ``DataError`` if any ``key`` value (field or content key) appears in more
+    than one split."""
     homes: dict[str, list[str]] = {}
     for name, records in splits.items():
         for index, record in enumerate(records):
@@ -97,5 +114,7 @@ def check_leakage(splits: dict[str, list[dict]], key: str = "prompt") -> None:
     if leaked:
         value, owners = next(iter(leaked.items()))
         shown = value if len(value) <= 80 else value[:77] + "..."
-        raise DataError(f"{len(leaked)} {key} value(s) appear in more than one split, e.g. "
-                        f"{shown} in {' and '.join(owners)}", field=key)
+        name = _key_name(key)
+        raise DataError(f"{len(leaked)} {name} value(s) appear in more than one split, e.g. "
+                        f"{shown} in {' and '.join(owners)}",
+                        field=key if isinstance(key, str) else None)

@@ -1,6 +1,6 @@
 """Language models as MiniGrid subgoal policies: greedy, and best-of-n reranked by a reward model.
 
-``evaluate_policy`` (``prefalign.envs.minigrid``) calls a policy with a batch of
+``evaluate_policy`` (``prefalign.tasks.minigrid``) calls a policy with a batch of
 prompts built by ``build_prompt`` and executes the returned subgoals. The
 adapters here turn a causal LM into such a policy:
 
@@ -27,10 +27,10 @@ from typing import Any
 import torch
 
 from prefalign.data.tokenize import render_prompt
-from prefalign.envs.minigrid import INSTRUCTION
 from prefalign.errors import PrefalignError
 from prefalign.eval.generate import generate
 from prefalign.log import say
+from prefalign.tasks.minigrid import INSTRUCTION
 
 COMPACT_INSTRUCTION = ("Reply with one subgoal: goto(colour type), goto(goal), "
                        "pickup(colour type), open(colour door) or drop().")
@@ -48,7 +48,7 @@ def restyle_prompt(prompt: str, style: str) -> str:
     head = INSTRUCTION + "\n"
     if not prompt.startswith(head):
         raise PrefalignError("the prompt does not start with the MiniGrid instruction; "
-                             "build it with prefalign.envs.minigrid.build_prompt")
+                             "build it with prefalign.tasks.minigrid.build_prompt")
     return COMPACT_INSTRUCTION + "\n" + prompt[len(head):]
 
 

@@ -1,17 +1,12 @@
-"""Pass rate of a policy on held-out prompts, checked by a programmatic verifier."""
+"""Pass rate of a policy on held-out prompts, checked by a task's verifier."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
+from prefalign.errors import ConfigError
 from prefalign.eval.generate import generate
-from prefalign.tasks import arithmetic
-
-VERIFIERS: dict[str, Callable[[str, dict], bool]] = {
-    "arithmetic": lambda completion, record: arithmetic.verify(
-        completion, int(record["answer"]) if "answer" in record else int(record["chosen"])),
-}
+from prefalign.tasks import get_task, passes
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -27,12 +22,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 def pass_rate(lm, tokenizer, records: list[dict], verifier: str, *, max_new_tokens: int = 8,
               batch_size: int = 16, use_chat_template: bool = True) -> dict:
-    """Greedy-generate for each record's prompt and verify; rate with a 95% interval."""
-    check = VERIFIERS[verifier]
+    """Greedy-generate for each record's prompt and check it with the verifier of task
+    ``verifier`` (strict: partial credit fails); the rate with a 95% interval."""
+    task = get_task(verifier)
+    if task.verifier is None:
+        raise ConfigError(f"task '{verifier}' has no verifier")
+    check = task.verifier()
     completions = generate(lm, tokenizer, [r["prompt"] for r in records],
                            max_new_tokens=max_new_tokens, batch_size=batch_size,
                            use_chat_template=use_chat_template)
-    passed = [check(c, r) for c, r in zip(completions, records)]
+    passed = [passes(check, c, r) for c, r in zip(completions, records)]
     low, high = wilson_interval(sum(passed), len(passed))
     return {"pass_rate": sum(passed) / max(len(passed), 1), "ci_low": low, "ci_high": high,
             "n": len(passed), "examples": [{"prompt": str(r["prompt"]), "completion": c, "ok": ok}

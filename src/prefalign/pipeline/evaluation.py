@@ -16,10 +16,10 @@ from pathlib import Path
 
 from prefalign.config.pipeline import PipelineConfig
 from prefalign.engine.rundir import atomic_write_json
-from prefalign.envs.minigrid import evaluate_policy, proportion, split_seeds
 from prefalign.eval.minigrid import BestOfNPolicy, GreedyPolicy
 from prefalign.log import say
 from prefalign.pipeline.artifacts import ARTIFACTS
+from prefalign.tasks.minigrid import evaluate_policy, proportion, split_seeds
 
 
 def held_out_seeds(cfg: PipelineConfig) -> range:

@@ -24,7 +24,10 @@ from pathlib import Path
 
 from prefalign.config.pipeline import MinigridDataConfig
 from prefalign.data.load import write_jsonl
-from prefalign.envs.minigrid import (
+from prefalign.errors import DataError
+from prefalign.eval.minigrid import restyle_prompt
+from prefalign.log import say
+from prefalign.tasks.minigrid import (
     check_split_leakage,
     context_overlap,
     generate_traces,
@@ -32,10 +35,7 @@ from prefalign.envs.minigrid import (
     sft_records,
     split_seeds,
 )
-from prefalign.envs.minigrid.context import build_prompt
-from prefalign.errors import DataError
-from prefalign.eval.minigrid import restyle_prompt
-from prefalign.log import say
+from prefalign.tasks.minigrid.context import build_prompt
 
 DATA_FILES = {"sft_train": "sft_train.jsonl", "sft_validation": "sft_validation.jsonl",
               "pairs_train": "pairs_train.jsonl", "pairs_validation": "pairs_validation.jsonl"}

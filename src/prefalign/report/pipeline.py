@@ -16,9 +16,9 @@ import yaml
 
 from prefalign.config.pipeline import STAGE_ORDER
 from prefalign.engine.rundir import atomic_write_text
-from prefalign.envs.minigrid.metrics import ERROR_NAMES
 from prefalign.errors import PrefalignError
 from prefalign.report.pipeline_figures import error_types, short_environment, success_by_environment
+from prefalign.tasks.minigrid.metrics import ERROR_NAMES
 
 METRICS = (("closed_loop_success", "closed-loop success"),
            ("single_step_success", "single-step success"),

@@ -10,13 +10,13 @@ import torch
 from prefalign.config import DataConfig, ModelConfig, RunConfig
 from prefalign.data.collate import length_grouped_batches
 from prefalign.data.load import dataset_fingerprint
-from prefalign.data.sources import load_source
 from prefalign.data.split import check_leakage, split_records
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.rundir import RunDir
 from prefalign.errors import PrefalignError
 from prefalign.models.dropout import disable_dropout
 from prefalign.models.load import load_model
+from prefalign.tasks import load_source
 
 
 def _has_progress(run: RunDir, allow_phases: bool) -> bool:

@@ -17,7 +17,6 @@ import torch
 
 from prefalign.config import KTOConfig
 from prefalign.data.collate import collate_unpaired
-from prefalign.data.sources import load_source
 from prefalign.data.split import split_records
 from prefalign.data.tokenize import encode_dataset, encode_unpaired
 from prefalign.engine.algorithm import StepOutput
@@ -29,6 +28,7 @@ from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel
 from prefalign.report.curves import plot_training_curves
 from prefalign.stages.common import BatchPlan, fingerprints, load_policy, prepare_run, to_device
+from prefalign.tasks import load_source
 
 
 def pairs_to_unpaired(pairs: list[dict]) -> list[dict]:

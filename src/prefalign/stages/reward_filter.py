@@ -19,11 +19,11 @@ import torch
 
 from prefalign.config import RewardConfig
 from prefalign.data.load import write_jsonl
-from prefalign.data.sources import load_source
 from prefalign.engine.rundir import atomic_write_json
 from prefalign.errors import ConfigError, DataError
 from prefalign.rewards.model import RewardModel
 from prefalign.stages.common import load_train_eval
+from prefalign.tasks import load_source
 
 FilterBy = Literal["abs_margin", "margin"]
 FILTER_KEYS = ("abs_margin", "margin")

@@ -13,9 +13,14 @@ is measured by generating and checking, not only by the loss.
 Problems are a pure function of (seed, index): the same seed gives the same
 data on every machine. There are only 90·90·2 = 16,200 problems, so sets drawn
 with different seeds overlap; a fixed test split keeps them apart instead:
-``split="test"`` draws only from the ~10% of problems whose prompt hashes below
-``TEST_SHARE`` (``prefalign.data.split.unit_hash`` with seed 0), ``split="train"``
-only from the rest, and ``split="all"`` from every problem.
+``split="test"`` draws only from the ~10% of problems whose content key hashes
+below ``TEST_SHARE`` (``prefalign.data.split.unit_hash`` with seed 0),
+``split="train"`` only from the rest, and ``split="all"`` from every problem.
+
+The content key says when two problems are the same: ``a + b`` and ``b + a`` are
+(addition commutes, the answer and every slip are the same), ``a − b`` and
+``b − a`` are not. Both orders of a sum therefore fall in the same split.
+Source: ``builtin:arithmetic?n=600&seed=0&split=train`` (also ``arithmetic:...``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ import random
 import re
 
 from prefalign.data.split import unit_hash
+from prefalign.tasks.base import Task, prompt_key
+from prefalign.tasks.registry import register_task
 
 INSTRUCTION = "Answer with the number only."
 _INTEGER = re.compile(r"-?\d+")
+_PROBLEM = re.compile(r"What is (\d+) ([+-]) (\d+)\?")
 TEST_SHARE = 0.1
 SPLITS = ("all", "train", "test")
+DEFAULT_SIZE = 600
 
 
 def _problem(rng: random.Random) -> tuple[int, str, int]:
@@ -70,23 +79,41 @@ def verbose_reply(a: int, op: str, b: int, rng: random.Random) -> str:
                            wrong=wrong_answer(a, op, b, rng))
 
 
-def in_split(prompt: str, split: str) -> bool:
-    """Whether a problem's prompt belongs to ``split`` ("all", "train" or "test")."""
+def problem_key(a: int, op: str, b: int) -> str:
+    """The content key of ``a op b``: the prompt of its canonical order (``min + max``
+    for a sum, as written for a difference)."""
+    if op == "+":
+        a, b = min(a, b), max(a, b)
+    return prompt_text(a, op, b)
+
+
+def content_key(record: dict) -> str:
+    """A record's problem key, read from its prompt (any record kind); a prompt that is
+    not an arithmetic problem is its own key."""
+    prompt = record["prompt"]
+    match = _PROBLEM.search(prompt) if isinstance(prompt, str) else None
+    if match is None:
+        return prompt_key(record)
+    return problem_key(int(match.group(1)), match.group(2), int(match.group(3)))
+
+
+def in_split(a: int, op: str, b: int, split: str) -> bool:
+    """Whether problem ``a op b`` belongs to ``split`` ("all", "train" or "test")."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if split == "all":
         return True
-    return (unit_hash(prompt, 0) < TEST_SHARE) == (split == "test")
+    return (unit_hash(problem_key(a, op, b), 0) < TEST_SHARE) == (split == "test")
 
 
 @functools.cache
 def split_size(split: str) -> int:
     """How many distinct problems ``split`` holds."""
-    return sum(in_split(prompt_text(a, op, b), split)
+    return sum(in_split(a, op, b, split)
                for a in range(10, 100) for b in range(10, 100) for op in "+-")
 
 
-def problems(n: int, seed: int = 0, split: str = "all") -> list[dict]:
+def problems(n: int = DEFAULT_SIZE, seed: int = 0, split: str = "all") -> list[dict]:
     """``n`` distinct problems of ``split`` as ``{"prompt","answer","a","op","b"}`` records."""
     available = split_size(split)
     if not 0 <= n <= available:
@@ -98,18 +125,18 @@ def problems(n: int, seed: int = 0, split: str = "all") -> list[dict]:
         if (a, op, b) in seen:
             continue
         seen.add((a, op, b))
-        prompt = prompt_text(a, op, b)
-        if in_split(prompt, split):
-            out.append({"prompt": prompt, "answer": _value(a, op, b), "a": a, "op": op, "b": b})
+        if in_split(a, op, b, split):
+            out.append({"prompt": prompt_text(a, op, b), "answer": _value(a, op, b),
+                        "a": a, "op": op, "b": b})
     return out
 
 
-def sft_records(n: int, seed: int = 0, split: str = "all") -> list[dict]:
+def sft_records(n: int = DEFAULT_SIZE, seed: int = 0, split: str = "all") -> list[dict]:
     return [{"prompt": p["prompt"], "completion": str(p["answer"])}
             for p in problems(n, seed, split)]
 
 
-def preference_records(n: int, seed: int = 0, split: str = "all",
+def preference_records(n: int = DEFAULT_SIZE, seed: int = 0, split: str = "all",
                        verbose_share: float = 0.5) -> list[dict]:
     """Pairs whose rejected reply is a wrong number or, with ``verbose_share``, verbose."""
     if not 0.0 <= verbose_share <= 1.0:
@@ -127,7 +154,7 @@ def preference_records(n: int, seed: int = 0, split: str = "all",
     return records
 
 
-def prompt_records(n: int, seed: int = 0, split: str = "all") -> list[dict]:
+def prompt_records(n: int = DEFAULT_SIZE, seed: int = 0, split: str = "all") -> list[dict]:
     return [{"prompt": p["prompt"], "answer": p["answer"]} for p in problems(n, seed, split)]
 
 
@@ -140,3 +167,29 @@ def extract_answer(completion: str) -> int | None:
 def verify(completion: str, answer: int) -> bool:
     """True when the completion's first integer is the exact answer."""
     return extract_answer(completion) == answer
+
+
+class ArithmeticVerifier:
+    """Two-digit arithmetic: 1 when the first integer of the completion is ``answer``
+    (``answer`` read from the record, or ``chosen`` for a preference pair)."""
+
+    name = "arithmetic"
+    required_fields = ("answer",)
+
+    def score(self, completion: str, record: dict) -> float:
+        answer = record["answer"] if "answer" in record else record["chosen"]
+        return 1.0 if verify(completion, int(answer)) else 0.0
+
+
+def arithmetic_verifier() -> ArithmeticVerifier:
+    """``ArithmeticVerifier()``: 1 for the exact answer as the first integer, else 0."""
+    return ArithmeticVerifier()
+
+
+TASK = register_task(Task(
+    name="arithmetic",
+    makers={"sft": sft_records, "preference": preference_records, "prompt": prompt_records},
+    content_key=content_key,
+    verifier=arithmetic_verifier,
+    description="two-digit + and -, answer with the number only",
+))

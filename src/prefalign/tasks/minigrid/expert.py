@@ -19,16 +19,16 @@ measure the executor uses: a subgoal makes progress when it shortens the plan.
 
 from __future__ import annotations
 
-from prefalign.envs.minigrid.episodes import (
+from prefalign.errors import PrefalignError
+from prefalign.tasks.minigrid.episodes import (
     Episode,
     ObjectDescription,
     WorldObject,
     mission_object,
     world_objects,
 )
-from prefalign.envs.minigrid.grammar import GOAL, Subgoal, format_subgoal
-from prefalign.envs.minigrid.navigation import actions_to_face
-from prefalign.errors import PrefalignError
+from prefalign.tasks.minigrid.grammar import GOAL, Subgoal, format_subgoal
+from prefalign.tasks.minigrid.navigation import actions_to_face
 
 DROP = Subgoal("drop")
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prefalign.envs.minigrid.episodes import HEADINGS, Episode, world_objects
-from prefalign.envs.minigrid.grammar import COLOURS, OBJECT_TYPES
+from prefalign.tasks.minigrid.episodes import HEADINGS, Episode, world_objects
+from prefalign.tasks.minigrid.grammar import COLOURS, OBJECT_TYPES
 
 INSTRUCTION = (
     "You control an agent in a grid world. Reply with the next subgoal only, one of: "

@@ -26,11 +26,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from prefalign.envs.minigrid.context import build_prompt
-from prefalign.envs.minigrid.episodes import Episode, world_objects
-from prefalign.envs.minigrid.executor import execute
-from prefalign.envs.minigrid.expert import expert_plan
-from prefalign.envs.minigrid.grammar import (
+from prefalign.errors import ConfigError
+from prefalign.tasks.minigrid.context import build_prompt
+from prefalign.tasks.minigrid.episodes import Episode, world_objects
+from prefalign.tasks.minigrid.executor import execute
+from prefalign.tasks.minigrid.expert import expert_plan
+from prefalign.tasks.minigrid.grammar import (
     COLOURS,
     GOAL,
     PICKABLE_TYPES,
@@ -38,8 +39,7 @@ from prefalign.envs.minigrid.grammar import (
     format_subgoal,
     parse_subgoal,
 )
-from prefalign.envs.minigrid.traces import expert_rollout
-from prefalign.errors import ConfigError
+from prefalign.tasks.minigrid.traces import expert_rollout
 
 PERTURBATION_TYPES: tuple[str, ...] = ("wrong_object", "wrong_order", "omission", "wrong_action")
 VERBS: tuple[str, ...] = ("goto", "pickup", "open", "drop")

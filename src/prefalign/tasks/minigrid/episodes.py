@@ -18,8 +18,8 @@ import gymnasium as gym
 import minigrid  # noqa: F401  (importing registers the MiniGrid and BabyAI environments)
 from minigrid.minigrid_env import MiniGridEnv
 
-from prefalign.envs.minigrid.grammar import COLOURS, GOAL, OBJECT_TYPES
 from prefalign.errors import PrefalignError
+from prefalign.tasks.minigrid.grammar import COLOURS, GOAL, OBJECT_TYPES
 
 # Environment id -> task family; the family selects the expert's plan.
 ENVIRONMENTS: dict[str, str] = {

@@ -12,6 +12,11 @@ so the folder works as an RL prompt set and as an evaluation set with the
 after its last ``####`` when it writes one, else the last number in it; both
 sides are compared as exact rationals after removing ``,``, ``$`` and a
 trailing ``.``.
+
+Sources: the file or folder itself, or ``gsm8k:path=FOLDER&split=test``. Two
+records are the same problem when their questions are equal up to case and
+whitespace (the content key), so a question repeated with other spacing never
+sits on both sides of a split.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 
 from prefalign.data.load import read_rows
 from prefalign.errors import DataError
+from prefalign.tasks.base import Task
+from prefalign.tasks.registry import register_task
 
 FINAL_MARKER = "####"
 GSM8K_FIELDS = ("question", "answer")
@@ -112,3 +119,35 @@ def looks_like_gsm8k(source: str) -> bool:
         return False
     rows = read_rows(path)
     return bool(rows) and is_gsm8k_row(rows[0][1])
+
+
+def content_key(record: dict) -> str:
+    """The question (the prompt) in lower case with its whitespace collapsed."""
+    prompt = record["prompt"]
+    text = prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)
+    return " ".join(text.lower().split())
+
+
+class GSM8KVerifier:
+    """1 when the completion's final answer equals the record's ``answer`` as a number."""
+
+    name = "gsm8k"
+    required_fields = ("answer",)
+
+    def score(self, completion: str, record: dict) -> float:
+        return 1.0 if answers_match(completion, str(record["answer"])) else 0.0
+
+
+def gsm8k_verifier() -> GSM8KVerifier:
+    """``GSM8KVerifier()``: the completion's final number against the reference answer."""
+    return GSM8KVerifier()
+
+
+TASK = register_task(Task(
+    name="gsm8k",
+    makers={"prompt": load_gsm8k},
+    content_key=content_key,
+    verifier=gsm8k_verifier,
+    reads=looks_like_gsm8k,
+    description="grade-school math word problems (Cobbe et al. 2021), from a file or folder",
+))

@@ -1,104 +1,34 @@
-"""Countdown: reach a target number from given numbers with + - * /, verified exactly.
+"""Countdown answers, checked exactly by a hand-written parser (no ``eval``).
 
-Problems are built backwards, so each has a known solution: draw 3 or 4
-numbers, pick all of them or all but one in random order, combine them with a
-random binary expression tree and random operators, and keep the result as
-the target when every intermediate value is a non-negative integer (classic
-Countdown rules) and the target is a positive integer up to ``max_target``,
-not itself one of the numbers.
-
-Answers are checked by ``verify`` with a hand-written recursive-descent parser
-over this grammar (no ``eval``, no ``compile``, no ``ast``)::
+A recursive-descent parser over this grammar (no ``eval``, no ``compile``, no
+``ast``)::
 
     expression := term (("+" | "-") term)*
     term       := factor (("*" | "/") factor)*
     factor     := INTEGER | "(" expression ")"
 
 ``×``/``÷`` and the minus sign ``−`` are read as ``*``, ``/`` and ``-``.
-Arithmetic is exact (``fractions.Fraction``), so 7 / 2 * 2 == 7. Each given
-number may be used at most once (as a multiset); unary minus is refused.
+Arithmetic is exact (``fractions.Fraction``). The rules are the classic
+Countdown rules, the ones the problems are generated with and the prompt
+states: each given number is used at most once (as a multiset), unary minus is
+refused, and every intermediate value — each ``+ - * /`` in evaluation order,
+left to right within a sum or a product — must be a non-negative integer. So
+``7 - 9 + 4`` is refused (7 − 9 < 0) although it equals 2, and so is
+``7 / 2 * 2`` (7 / 2 is not a whole number) although it equals 7.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
-from prefalign.errors import ConfigError
-
 MAX_EXPRESSION_CHARS = 100
 MAX_EXPRESSION_TOKENS = 20
-OPERATORS = ("+", "-", "*", "/")
 _OPERATOR_ALIASES = {"+": "+", "-": "-", "\u2212": "-", "*": "*", "\u00d7": "*", "/": "/",
                      "\u00f7": "/"}
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-PROMPT_TEMPLATE = (
-    "Using the numbers {numbers}, each at most once, and the operations +, -, *, /, "
-    "write an arithmetic expression equal to {target}. Parentheses are allowed; "
-    "negative numbers are not. Give the expression inside <answer></answer>, "
-    "for example <answer>(1 + 2) * 3</answer>."
-)
-
-
-def countdown_prompt(numbers: list[int], target: int) -> str:
-    """The task statement for one problem; the answer goes inside <answer>…</answer>."""
-    return PROMPT_TEMPLATE.format(numbers=", ".join(str(n) for n in numbers), target=target)
-
-
-def _random_expression(rng: random.Random, values: list[int]) -> tuple[str, Fraction] | None:
-    """A random expression over ``values`` (each used once, in this order) with its
-    value, or ``None`` when an intermediate is negative, fractional or divides by 0."""
-    if len(values) == 1:
-        return str(values[0]), Fraction(values[0])
-    split = rng.randint(1, len(values) - 1)
-    left, right = _random_expression(rng, values[:split]), _random_expression(rng, values[split:])
-    if left is None or right is None:
-        return None
-    operator = rng.choice(OPERATORS)
-    (left_text, a), (right_text, b) = left, right
-    if operator == "+":
-        value = a + b
-    elif operator == "-":
-        value = a - b
-    elif operator == "*":
-        value = a * b
-    elif b == 0:
-        return None
-    else:
-        value = a / b
-    if value < 0 or value.denominator != 1:
-        return None
-    wrap = (lambda text: f"({text})" if " " in text else text)
-    return f"{wrap(left_text)} {operator} {wrap(right_text)}", value
-
-
-def generate_problems(n: int, seed: int, num_numbers: int = 4, max_number: int = 100,
-                      max_target: int = 1000) -> list[dict]:
-    """``n`` problems ``{"prompt", "numbers", "target", "solution"}``, deterministic by seed."""
-    if num_numbers not in (3, 4):
-        raise ConfigError(f"num_numbers must be 3 or 4, got {num_numbers}")
-    if n < 0 or max_number < 2 or max_target < 1:
-        raise ConfigError(f"need n >= 0, max_number >= 2, max_target >= 1; got n={n}, "
-                          f"max_number={max_number}, max_target={max_target}")
-    rng = random.Random(seed)
-    problems: list[dict] = []
-    while len(problems) < n:
-        numbers = [rng.randint(1, max_number) for _ in range(num_numbers)]
-        subset = rng.sample(numbers, rng.randint(num_numbers - 1, num_numbers))
-        built = _random_expression(rng, subset)
-        if built is None:
-            continue
-        solution, value = built
-        target = int(value)
-        if not 1 <= target <= max_target or target in numbers:
-            continue
-        problems.append({"prompt": countdown_prompt(numbers, target), "numbers": numbers,
-                         "target": target, "solution": solution})
-    return problems
 
 
 def extract_answer(text: str) -> str | None:
@@ -147,13 +77,14 @@ def _tokenize(expression: str) -> list[str]:
 
 class _Parser:
     """Recursive descent over the token list; builds Fraction values and records
-    the integers used. Division by zero is recorded, not raised, so that a
-    well-formed expression is told apart from a malformed one."""
+    the integers used. A broken rule (division by zero, a negative or fractional
+    intermediate) is recorded, not raised, so that a well-formed expression is told
+    apart from a malformed one; the first one found is kept in ``violation``."""
 
     def __init__(self, tokens: list[str]):
         self.tokens, self.position = tokens, 0
         self.used: list[int] = []
-        self.divides_by_zero = False
+        self.violation: str | None = None
 
     def _peek(self) -> str | None:
         return self.tokens[self.position] if self.position < len(self.tokens) else None
@@ -166,13 +97,32 @@ class _Parser:
             raise _Malformed(f"unexpected {self._peek()!r} after a complete expression")
         return value
 
+    def _apply(self, operator: str, left: Fraction, right: Fraction) -> Fraction:
+        """``left operator right``, recording the first broken rule."""
+        if operator == "/" and right == 0:
+            self.violation = self.violation or "division by zero"
+            return Fraction(0)
+        if operator == "+":
+            value = left + right
+        elif operator == "-":
+            value = left - right
+        else:
+            value = left * right if operator == "*" else left / right
+        if value < 0:
+            self.violation = self.violation or (
+                f"{left} - {right} = {value} is negative; every intermediate result must be "
+                "a non-negative whole number")
+        elif value.denominator != 1:
+            self.violation = self.violation or (
+                f"{left} / {right} is not a whole number; division must be exact")
+        return value
+
     def _expression(self) -> Fraction:
         value = self._term()
         while self._peek() in ("+", "-"):
             operator = self.tokens[self.position]
             self.position += 1
-            right = self._term()
-            value = value + right if operator == "+" else value - right
+            value = self._apply(operator, value, self._term())
         return value
 
     def _term(self) -> Fraction:
@@ -180,14 +130,7 @@ class _Parser:
         while self._peek() in ("*", "/"):
             operator = self.tokens[self.position]
             self.position += 1
-            right = self._factor()
-            if operator == "*":
-                value = value * right
-            elif right == 0:
-                self.divides_by_zero = True
-                value = Fraction(0)
-            else:
-                value = value / right
+            value = self._apply(operator, value, self._factor())
         return value
 
     def _factor(self) -> Fraction:
@@ -215,7 +158,8 @@ def verify(expression: str, numbers: list[int], target: int) -> VerifyResult:
     Refused, in this order: longer than 100 characters; a character outside
     digits, operators, parentheses and whitespace; more than 20 tokens; a parse
     error (including unary minus); a number not given or used more often than
-    given; division by zero; a value other than ``target``.
+    given; division by zero, a negative intermediate or an inexact division (the
+    first in evaluation order); a value other than ``target``.
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         return VerifyResult(False, f"expression longer than {MAX_EXPRESSION_CHARS} characters")
@@ -236,21 +180,8 @@ def verify(expression: str, numbers: list[int], target: int) -> VerifyResult:
         if count > available[number]:
             return VerifyResult(False, f"uses the number {number} {count} times but it is "
                                        f"given {available[number]} time(s)", well_formed=True)
-    if parser.divides_by_zero:
-        return VerifyResult(False, "division by zero", well_formed=True)
+    if parser.violation is not None:
+        return VerifyResult(False, parser.violation, well_formed=True)
     if value != target:
         return VerifyResult(False, f"evaluates to {value}, not {target}", well_formed=True)
     return VerifyResult(True, "correct", well_formed=True)
-
-
-def countdown_reward(completion: str, numbers: list[int], target: int,
-                     format_credit: float = 0.1) -> float:
-    """1.0 for a correct answer; ``format_credit`` for an ``<answer>`` that parses but is
-    wrong; 0.0 when there is no answer or it does not parse."""
-    answer = extract_answer(completion)
-    if answer is None:
-        return 0.0
-    result = verify(answer, numbers, target)
-    if result.correct:
-        return 1.0
-    return format_credit if result.well_formed else 0.0

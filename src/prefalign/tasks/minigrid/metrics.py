@@ -23,13 +23,13 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-from prefalign.envs.minigrid.context import build_prompt, describe_state
-from prefalign.envs.minigrid.episodes import ENVIRONMENTS, UnknownEnvironmentError, make_episode
-from prefalign.envs.minigrid.executor import FailureType, execute
-from prefalign.envs.minigrid.grammar import SubgoalParseError, format_subgoal, parse_subgoal
-from prefalign.envs.minigrid.perturb import PERTURBATION_TYPES, Decision
-from prefalign.envs.minigrid.traces import expert_rollout
 from prefalign.errors import ConfigError, PrefalignError
+from prefalign.tasks.minigrid.context import build_prompt, describe_state
+from prefalign.tasks.minigrid.episodes import ENVIRONMENTS, UnknownEnvironmentError, make_episode
+from prefalign.tasks.minigrid.executor import FailureType, execute
+from prefalign.tasks.minigrid.grammar import SubgoalParseError, format_subgoal, parse_subgoal
+from prefalign.tasks.minigrid.perturb import PERTURBATION_TYPES, Decision
+from prefalign.tasks.minigrid.traces import expert_rollout
 
 PolicyFn = Callable[[list[str]], list[str]]
 Z_95 = 1.959963984540054  # standard normal quantile at 0.975

@@ -39,16 +39,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from prefalign.envs.minigrid.episodes import Episode, world_objects
-from prefalign.envs.minigrid.expert import expert_plan
-from prefalign.envs.minigrid.grammar import (
+from prefalign.tasks.minigrid.episodes import Episode, world_objects
+from prefalign.tasks.minigrid.expert import expert_plan
+from prefalign.tasks.minigrid.grammar import (
     GOAL,
     Subgoal,
     SubgoalParseError,
     format_subgoal,
     parse_subgoal,
 )
-from prefalign.envs.minigrid.navigation import (
+from prefalign.tasks.minigrid.navigation import (
     DIRECTIONS,
     DROP,
     PICKUP,

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from prefalign.envs.minigrid.context import build_prompt, describe_state
-from prefalign.envs.minigrid.episodes import Episode, make_episode
-from prefalign.envs.minigrid.executor import execute
-from prefalign.envs.minigrid.expert import expert_subgoal
 from prefalign.errors import ConfigError, DataError
+from prefalign.tasks.minigrid.context import build_prompt, describe_state
+from prefalign.tasks.minigrid.episodes import Episode, make_episode
+from prefalign.tasks.minigrid.executor import execute
+from prefalign.tasks.minigrid.expert import expert_subgoal
 
 MAX_EXPERT_SUBGOALS = 8  # longer than any expert plan of the supported environments
 

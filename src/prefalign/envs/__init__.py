@@ -1,2 +1,0 @@
-"""Verifiable task domains: MiniGrid/BabyAI subgoals (``prefalign.envs.minigrid``)
-and Countdown arithmetic (``prefalign.envs.countdown``)."""

@@ -1,0 +1,73 @@
+"""``TASKS``: the one registry of tasks.
+
+A task module registers itself at import with ``register_task(Task(...))``.
+Every module and subpackage of ``prefalign.tasks`` is imported before the first
+lookup, so a new task is one new module here, or any module that calls
+``register_task`` before its task is used (a plug-in, a test).
+
+Code that derives something from every task (the reward registry makes one
+reward per verifier) subscribes with ``on_register``: it sees the tasks already
+registered and each one registered later.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable
+
+from prefalign.errors import ConfigError
+from prefalign.tasks.base import Task
+
+TASKS: dict[str, Task] = {}
+_PACKAGE = "prefalign.tasks"
+_subscribers: list[Callable[[Task], None]] = []
+_discovered = False
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to ``TASKS``; a different task under a taken name is a ``ValueError``."""
+    existing = TASKS.get(task.name)
+    if existing is not None and existing != task:
+        raise ValueError(f"task '{task.name}' is already registered")
+    TASKS[task.name] = task
+    if existing is None:
+        for subscriber in _subscribers:
+            subscriber(task)
+    return task
+
+
+def discover_tasks() -> None:
+    """Import every module of ``prefalign.tasks`` once, so their tasks register."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    package = importlib.import_module(_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{_PACKAGE}.{module.name}")
+
+
+def on_register(subscriber: Callable[[Task], None]) -> None:
+    """Call ``subscriber(task)`` for every task registered now and later."""
+    discover_tasks()
+    _subscribers.append(subscriber)
+    for task in list(TASKS.values()):
+        subscriber(task)
+
+
+def task_names() -> list[str]:
+    """Sorted names of every registered task."""
+    discover_tasks()
+    return sorted(TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task registered as ``name``; an unknown name is a ``ConfigError`` listing them."""
+    discover_tasks()
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown task '{name}'; {hint}valid tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
