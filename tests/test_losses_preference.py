@@ -63,10 +63,9 @@ def reference(name, pc, pr, refc, refr, lc, lr, **p):
         eps = p["epsilon"]
         losses = (-(1 - eps) * log_sigmoid(beta * h) + eps * log_sigmoid(-beta * h)) / (1 - 2 * eps)
         rewards = beta * rc, beta * rr
-    elif name == "ipo":
-        hbar = rc / lc - rr / lr
-        losses = (hbar - 1 / (2 * beta)) ** 2
-        rewards = beta * rc / lc, beta * rr / lr
+    elif name == "ipo":  # Azar et al. 2023, eq. 17: summed sequence log-ratios
+        losses = (h - 1 / (2 * beta)) ** 2
+        rewards = beta * rc, beta * rr
     elif name == "hinge":
         losses = torch.clamp(1 - beta * h, min=0)
         rewards = beta * rc, beta * rr
@@ -193,7 +192,7 @@ def test_reference_free_and_requirements():
     assert REFERENCE_FREE == {"simpo", "orpo"}
     for name in PREFERENCE_LOSSES:
         assert requires_reference(name) == (name not in {"simpo", "orpo"})
-        assert requires_lengths(name) == (name in {"ipo", "simpo", "orpo", "rpo"})
+        assert requires_lengths(name) == (name in {"simpo", "orpo", "rpo"})
     pc, pr, _, _, lc, lr = random_batch(0, 3)
     out = preference_loss("simpo", pc, pr, chosen_lengths=lc, rejected_lengths=lr)
     assert torch.isfinite(out.loss)
@@ -224,7 +223,7 @@ def test_missing_reference_raises(name):
         preference_loss(name, pc, pr, chosen_lengths=lc, rejected_lengths=lr)
 
 
-@pytest.mark.parametrize("name", ["ipo", "simpo", "orpo", "rpo"])
+@pytest.mark.parametrize("name", ["simpo", "orpo", "rpo"])
 def test_missing_lengths_raises(name):
     pc, pr, refc, refr, _, _ = random_batch(0, 2)
     with pytest.raises(ValueError, match="chosen_lengths"):
@@ -236,6 +235,59 @@ def test_bad_shapes_and_lengths_and_epsilon_raise():
     with pytest.raises(ValueError, match="shape"):
         preference_loss("dpo", pc, pr[:2], refc, refr)
     with pytest.raises(ValueError, match="positive"):
-        preference_loss("ipo", pc, pr, refc, refr, lc * 0, lr)
+        preference_loss("simpo", pc, pr, refc, refr, lc * 0, lr)
     with pytest.raises(ValueError, match="epsilon"):
         preference_loss("robust", pc, pr, refc, refr, epsilon=0.5)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.7])
+def test_ipo_summed_is_the_paper_and_per_token_mean_is_the_option(beta):
+    """Azar et al. 2023 eq. 17 regresses the summed log-likelihood-ratio margin to
+    1/(2β); the per-token mean form (TRL's) is loss.average_log_prob=true."""
+    from prefalign.config import LossConfig
+    from prefalign.stages.preference_algorithm import configured_loss
+
+    pc, pr, refc, refr, lc, lr = random_batch(11, 6)
+    lcf, lrf = lc.double(), lr.double()
+    summed = ((pc - refc) - (pr - refr) - 1 / (2 * beta)) ** 2
+    per_token = ((pc - refc) / lcf - (pr - refr) / lrf - 1 / (2 * beta)) ** 2
+    out, _, _ = configured_loss(LossConfig(name="ipo", beta=beta), pc, pr, refc, refr, lcf, lrf)
+    torch.testing.assert_close(out.losses, summed, rtol=1e-12, atol=1e-12)
+    out, _, _ = configured_loss(LossConfig(name="ipo", beta=beta, average_log_prob=True),
+                                pc, pr, refc, refr, lcf, lrf)
+    torch.testing.assert_close(out.losses, per_token, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(summed, per_token)
+
+
+def test_loss_config_keys_come_from_the_signatures():
+    from pydantic import ValidationError
+
+    from prefalign.config import LossConfig, PhaseConfig
+    from prefalign.losses.preference import loss_parameter_table
+
+    table = loss_parameter_table()
+    for name, defaults in DEFAULTS.items():
+        assert {key: table[key][name][0] for key in defaults} == defaults
+        assert LossConfig(name=name, **defaults).params() == defaults
+    with pytest.raises(ValidationError, match="did you mean 'beta'"):
+        LossConfig(name="dpo", bta=0.2)
+    with pytest.raises(ValidationError, match="greater than 0"):
+        LossConfig(name="dpo", beta=-1)
+    with pytest.raises(ValidationError, match="did you mean 'dpo'"):
+        LossConfig(name="dpoo")
+    phase = PhaseConfig.model_validate({"loss": {"beta": 0.3}})
+    assert phase.loss.name is None and phase.loss.params() == {"beta": 0.3}
+    assert LossConfig(name="simpo", beta=1.0).updated(phase.loss).params() == {"beta": 0.3}
+
+
+def test_dpo_help_lists_every_loss_parameter():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "prefalign", "dpo", "--help"],
+                         capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    assert out.returncode == 0
+    for key in ["loss.name ['dpo']", "loss.beta (default dpo 0.1", "simpo 2.0", "loss.gamma",
+                "loss.lam", "loss.alpha", "loss.beta_prime", "loss.center_logits",
+                "loss.epsilon", "loss.average_log_prob [False]"]:
+        assert key in out.stdout, key

@@ -13,6 +13,19 @@ from prefalign.cli.data import data_app
 from prefalign.config import KTOConfig, PreferenceConfig, SFTConfig, load_config
 
 
+def loss_epilog() -> str:
+    """Help lines for the parameters of every registered preference loss (``loss.<key>``),
+    read from the losses' signatures."""
+    from prefalign.losses.preference import loss_parameter_table
+
+    lines = ["Loss parameters (loss.<key>=value; each loss's default after 'default'):\n\n"]
+    for key, per_loss in loss_parameter_table().items():
+        defaults = ", ".join(f"{name} {default!r}" for name, (default, _) in per_loss.items())
+        description = next((text for _, text in per_loss.values() if text), "")
+        lines.append(f"  loss.{key} (default {defaults}): {description}\n\n")
+    return "".join(lines)
+
+
 def register(app: typer.Typer) -> None:
     @data_app.command("filter-noisy")
     def filter_noisy(
@@ -25,7 +38,7 @@ def register(app: typer.Typer) -> None:
         max_prompt_length: int = typer.Option(384, help="Maximum prompt tokens."),
     ) -> None:
         """Drop the pairs the reference model disagrees with most (likely label noise)."""
-        from prefalign.stages.preference import filter_noisy_file
+        from prefalign.stages.preference_filter import filter_noisy_file
 
         counts = filter_noisy_file(source, str(destination), model, fraction,
                                    max_length=max_length, max_prompt_length=max_prompt_length)
@@ -42,7 +55,7 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(SFTConfig, config, overrides or [])
         print_result(cfg.run_dir, run_sft(cfg, resume=resume))
 
-    @app.command(epilog=config_epilog(PreferenceConfig))
+    @app.command(epilog=config_epilog(PreferenceConfig) + loss_epilog())
     def dpo(config: Optional[Path] = CONFIG_OPTION,
             overrides: Optional[list[str]] = OVERRIDES_ARGUMENT,
             resume: bool = RESUME_OPTION) -> None:

@@ -4,35 +4,71 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prefalign.config.base import StrictModel
 from prefalign.config.sections import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 
-class LossConfig(StrictModel):
+def _validate_loss_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check ``params`` against loss ``name``'s signature in the loss registry (imported
+    here, at validation time, so that importing the config imports no torch)."""
+    from prefalign.losses.preference import validate_loss_params
+
+    return validate_loss_params(name, params)
+
+
+class LossConfig(BaseModel):
     """A preference loss from ``prefalign.losses.preference`` and its parameters.
 
-    Parameters left null take the loss's own default (β=0.1 for dpo, 2.0 for simpo).
+    Besides ``name`` and ``average_log_prob``, any key is a parameter of the named
+    loss, checked against that loss's signature (unknown keys are an error that
+    suggests the closest valid one); parameters left out take the loss's own
+    default (β=0.1 for dpo, 2.0 for simpo). ``prefalign dpo --help`` lists them.
     """
 
-    name: str = Field("dpo", description="dpo, robust, ipo, hinge, simpo, orpo, rpo, caldpo, "
-                      "drdpo.")
-    beta: float | None = Field(None, gt=0, description="β, the strength of the KL anchor.")
-    epsilon: float | None = Field(None, ge=0, lt=0.5, description="Label smoothing ε (cDPO, "
-                                  "robust, simpo).")
-    center_logits: bool | None = Field(None, description="dpo: subtract the batch mean of h.")
-    gamma: float | None = Field(None, description="simpo: target reward margin γ.")
-    lam: float | None = Field(None, gt=0, description="orpo: weight λ of the odds-ratio term.")
-    alpha: float | None = Field(None, ge=0, description="rpo: weight α of the NLL term.")
-    beta_prime: float | None = Field(None, gt=0, description="drdpo: temperature β′.")
-    average_log_prob: bool = Field(False, description="Use per-token mean log-probs instead "
-                                   "of sums (for any loss).")
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    def params(self) -> dict[str, float | bool]:
+    name: str = Field("dpo", description="A registered preference loss: dpo, robust, ipo, "
+                      "hinge, simpo, orpo, rpo, caldpo, drdpo, or one registered with "
+                      "prefalign.losses.preference.register_preference_loss.")
+    average_log_prob: bool = Field(False, description="Use per-token mean log-probs instead "
+                                   "of sums, for any loss (with ipo: the per-token form "
+                                   "TRL uses; the paper sums).")
+
+    @model_validator(mode="after")
+    def _check_params(self) -> LossConfig:
+        checked = _validate_loss_params(self.name, self.__pydantic_extra__ or {})
+        if self.__pydantic_extra__:
+            self.__pydantic_extra__.update(checked)
+        return self
+
+    def params(self) -> dict[str, Any]:
         """The loss parameters that were set (the rest keep the loss's defaults)."""
-        names = ["beta", "epsilon", "center_logits", "gamma", "lam", "alpha", "beta_prime"]
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return dict(self.__pydantic_extra__ or {})
+
+    def updated(self, override: PhaseLossConfig) -> LossConfig:
+        """This loss with a phase's settings applied (a new ``name`` keeps the
+        parameters set here, which must then suit that loss too)."""
+        return LossConfig.model_validate({**self.model_dump(),
+                                          **override.model_dump(exclude_none=True)})
+
+
+class PhaseLossConfig(LossConfig):
+    """A phase's partial loss override: only the keys given replace the top-level ones."""
+
+    name: str | None = Field(None, description="Loss of this phase (default: the "
+                             "top-level loss.name).")
+    average_log_prob: bool | None = Field(None, description="Per-token mean log-probs in "
+                                          "this phase (default: the top-level setting).")
+
+    @model_validator(mode="after")
+    def _check_params(self) -> PhaseLossConfig:
+        if self.name is not None:
+            checked = _validate_loss_params(self.name, self.__pydantic_extra__ or {})
+            if self.__pydantic_extra__:
+                self.__pydantic_extra__.update(checked)
+        return self
 
 
 class ReferenceConfig(StrictModel):
@@ -52,8 +88,8 @@ class PhaseConfig(StrictModel):
     """One phase of a multi-phase schedule, run from the previous phase's weights."""
 
     epochs: float = Field(1.0, gt=0, description="Passes over this phase's data.")
-    loss: dict[str, Any] = Field(default_factory=dict, description="Loss settings that "
-                                 "override the top-level loss for this phase.")
+    loss: PhaseLossConfig = Field(default_factory=PhaseLossConfig, description="Loss "
+                                  "settings that override the top-level loss for this phase.")
     filter_noisy: float = Field(0.0, ge=0, lt=1, description="Drop this fraction of pairs with "
                                 "the lowest reference margin before the phase.")
     lr: float | None = Field(None, gt=0, description="Learning rate for this phase.")
@@ -80,3 +116,18 @@ class PreferenceConfig(RunConfig):
                                  "chosen | rejected] with a mask that keeps chosen and rejected "
                                  "apart, so the prompt is computed once (exact; needs sdpa or "
                                  "eager attention, otherwise off).")
+
+    def phase_losses(self) -> list[LossConfig]:
+        """The loss of each phase: the top-level loss updated by the phase's settings."""
+        losses = []
+        for number, phase in enumerate(self.phases):
+            try:
+                losses.append(self.loss.updated(phase.loss))
+            except ValidationError as err:
+                raise ValueError(f"phases.{number}.loss: {err.errors()[0]['msg']}") from None
+        return losses or [self.loss]
+
+    @model_validator(mode="after")
+    def _check_phase_losses(self) -> PreferenceConfig:
+        self.phase_losses()
+        return self

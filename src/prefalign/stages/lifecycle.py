@@ -20,7 +20,7 @@ Guarantees:
 * ``load_models`` is the only place a policy and its reference are resolved.
   The policy comes from ``stages.common.load_policy`` (dropout off unless
   ``model.dropout``); the reference is ``adapter_disabled`` (the policy with
-  its LoRA adapters switched off: ``Reference.context()``), ``separate`` (a
+  its LoRA adapters switched off: ``ReferenceModel.context()``), ``separate`` (a
   frozen copy of ``reference.model`` or the starting model, in eval mode, no
   gradients, dropout off unless ``model.dropout``) or ``none``.
 * ``autocast()`` is the precision the Engine trains in (``train.mixed_precision``),
@@ -60,7 +60,7 @@ from prefalign.stages.common import (
 
 
 @dataclass
-class Reference:
+class ReferenceModel:
     """The reference policy π_ref as loaded: which kind, and the frozen LM if separate.
 
     ``kind``: ``none`` (reference-free), ``adapter_disabled`` (the policy itself
@@ -86,7 +86,7 @@ class Models:
 
     policy: nn.Module
     tokenizer: Any
-    reference: Reference = field(default_factory=Reference)
+    reference: ReferenceModel = field(default_factory=ReferenceModel)
 
 
 def reference_source(model_cfg: ModelConfig, reference_cfg) -> str:
@@ -109,15 +109,15 @@ def load_frozen(name: str, model_cfg: ModelConfig) -> nn.Module:
 
 
 def resolve_reference(model_cfg: ModelConfig, reference_cfg, policy_lm: nn.Module,
-                      needed: bool = True) -> Reference:
+                      needed: bool = True) -> ReferenceModel:
     """The reference ``reference_cfg`` (a ``ReferenceConfig`` or None) asks for."""
     if not needed:
-        return Reference("none")
+        return ReferenceModel("none")
     source = reference_source(model_cfg, reference_cfg)
     if source == "adapter_disabled":
-        return Reference("adapter_disabled", policy_lm=policy_lm)
+        return ReferenceModel("adapter_disabled", policy_lm=policy_lm)
     name = getattr(reference_cfg, "model", None) or model_cfg.name
-    return Reference("separate", lm=load_frozen(name, model_cfg))
+    return ReferenceModel("separate", lm=load_frozen(name, model_cfg))
 
 
 def autocast_context(train_cfg: TrainConfig, device: torch.device):

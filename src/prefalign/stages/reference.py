@@ -4,10 +4,14 @@ The DPO family compares the policy with a frozen reference π_ref on the same
 pairs. π_ref never changes during training, so ``log π_ref(y|x)`` for every
 chosen and rejected completion is computed once, in batched no-grad passes,
 and stored in ``$PREFALIGN_CACHE/reference_logps/<key>.safetensors``. The key
-hashes the reference model's weights and config with the exact token ids of
-every example, so it changes with the model, the tokenizer or chat template,
-the data, and the length limits — and a sweep over β or the loss pays for the
-reference once.
+hashes the reference model's weights (every byte), config and library versions
+(``prefalign.models.fingerprint``) with the exact token ids of every example
+and the autocast precision the pass ran under, so it changes with the model,
+the tokenizer or chat template, the data, the length limits and
+``train.mixed_precision`` — and a sweep over β or the loss pays for the
+reference once. Callers run the pass under the autocast of training
+(``Lifecycle.autocast``), so that cached values equal the ones a training
+step would compute.
 
 Under several processes the pass is computed once for the whole job: the
 batches are dealt round-robin to the ranks, each rank runs its share, the
@@ -33,35 +37,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prefalign.data.collate import collate_preference
-from prefalign.data.collate_shared import (collate_preference_shared, shared_row_length,
-                                           split_shared_sums)
+from prefalign.data.collate_shared import (
+    collate_preference_shared,
+    shared_row_length,
+    split_shared_sums,
+)
 from prefalign.engine import distributed
 from prefalign.models.embedded import cache_root
+from prefalign.models.fingerprint import model_fingerprint
 from prefalign.models.token_logprobs import supports_mask_4d
 from prefalign.stages.common import to_device
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A content hash of a model: its config plus every parameter's shape, sum and ends.
-
-    LoRA parameters are left out: with adapters disabled the model computes the
-    same function whatever their values.
-    """
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        digest.update(config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_" in name:
-                continue
-            flat = param.detach().reshape(-1)
-            digest.update(name.encode())
-            digest.update(str(tuple(param.shape)).encode())
-            digest.update(repr(float(flat.double().sum())).encode())
-            digest.update(flat[:64].float().numpy().tobytes())
-            digest.update(flat[-64:].float().numpy().tobytes())
-    return digest.hexdigest()[:24]
 
 
 def examples_fingerprint(examples: list[dict]) -> str:
@@ -82,6 +67,13 @@ class ReferenceLogps:
     forward_passes: int = 0
     cache_path: Path | None = None
     from_cache: bool = False
+
+
+def precision_tag(device: torch.device) -> str:
+    """``""`` outside autocast, else ``-autocast-<dtype>`` for the active autocast."""
+    if not torch.is_autocast_enabled(device.type):
+        return ""
+    return f"-autocast-{str(torch.get_autocast_dtype(device.type)).replace('torch.', '')}"
 
 
 def cache_dir() -> Path:
@@ -163,7 +155,8 @@ def reference_logps(model: torch.nn.Module, examples: list[dict], pad_id: int,
         empty = torch.zeros(0)
         return ReferenceLogps(empty, empty)
     distributed.ensure_process_group()
-    key = f"{model_fingerprint(model)}-{examples_fingerprint(examples)}"
+    key = (f"{model_fingerprint(model)}-{examples_fingerprint(examples)}"
+           f"{precision_tag(next(model.parameters()).device)}")
     path = cache_dir() / f"{key}.safetensors"
     # Rank 0 decides, so that every rank takes the same branch.
     if distributed.broadcast_object(use_cache and path.exists()):

@@ -1,0 +1,162 @@
+"""The DPO-family step: a batch of pairs through the policy, a preference loss.
+
+Chosen and rejected go through the policy in one forward pass, by default as
+one prefix-shared row per pair (``prefalign.data.collate_shared``: the prompt is
+computed once), otherwise as ``2B`` concatenated rows; log-probs are summed
+over completion tokens (or averaged with ``loss.average_log_prob``), and the
+loss is any entry of the registry ``prefalign.losses.preference``. A batch's
+reference log-probs come from ``Reference``: precomputed (carried in the
+batch), the policy with its adapters disabled, a separate frozen model, or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from prefalign.config import LossConfig
+from prefalign.data.collate import collate_preference
+from prefalign.data.collate_shared import collate_preference_shared, shared_row_length
+from prefalign.engine.algorithm import StepOutput
+from prefalign.losses.preference import preference_loss
+from prefalign.models.token_logprobs import CompletionLogprobModel
+from prefalign.stages.common import BatchPlan, to_device
+from prefalign.stages.reference import ReferenceLogps, pair_logps
+
+
+@dataclass
+class Reference:
+    """How a batch gets π_ref log-probs: precomputed, a frozen model, or the policy sans LoRA."""
+
+    kind: str  # "none" | "precomputed" | "adapter_disabled" | "separate"
+    model: CompletionLogprobModel | None = None
+    train: ReferenceLogps | None = None
+    eval: ReferenceLogps | None = None
+
+    def context(self, policy: CompletionLogprobModel):
+        if self.kind == "adapter_disabled":
+            return _unwrap(policy).reference_context()
+        return contextlib.nullcontext()
+
+
+def _unwrap(model: torch.nn.Module) -> CompletionLogprobModel:
+    return model.module if hasattr(model, "module") else model
+
+
+def filter_noisy_pairs(examples: list[dict], ref: ReferenceLogps,
+                       fraction: float) -> tuple[list[dict], ReferenceLogps]:
+    """Drop the ``fraction`` of pairs whose reference margin refc − refr is lowest."""
+    if fraction <= 0 or not examples:
+        return examples, ref
+    margins = ref.chosen - ref.rejected
+    drop = int(round(fraction * len(examples)))
+    keep = sorted(torch.argsort(margins, stable=True)[drop:].tolist())
+    index = torch.tensor(keep, dtype=torch.long)
+    return ([examples[i] for i in keep],
+            ReferenceLogps(ref.chosen[index], ref.rejected[index], ref.forward_passes,
+                           ref.cache_path, ref.from_cache))
+
+
+def configured_loss(loss: LossConfig, policy_c: torch.Tensor, policy_r: torch.Tensor,
+                    ref_c: torch.Tensor | None, ref_r: torch.Tensor | None,
+                    chosen_len: torch.Tensor, rejected_len: torch.Tensor):
+    """The loss ``loss`` asks for on summed log-probs ``[B]``: with
+    ``average_log_prob`` every log-prob is first divided by its completion length
+    (and the lengths become 1). Returns the output and the policy log-probs used."""
+    if loss.average_log_prob:
+        policy_c, policy_r = policy_c / chosen_len, policy_r / rejected_len
+        if ref_c is not None:
+            ref_c, ref_r = ref_c / chosen_len, ref_r / rejected_len
+        chosen_len, rejected_len = torch.ones_like(chosen_len), torch.ones_like(rejected_len)
+    out = preference_loss(loss.name, policy_c, policy_r, ref_c, ref_r, chosen_len,
+                          rejected_len, **loss.params())
+    return out, policy_c, policy_r
+
+
+class PreferenceAlgorithm:
+    """Batches of pairs and the preference-loss step."""
+
+    def __init__(self, examples: list[dict], eval_examples: list[dict], loss: LossConfig,
+                 reference: Reference, pad_id: int, batch_size: int, seed: int,
+                 prefix_sharing: bool = False):
+        self.examples, self.eval_examples = examples, eval_examples
+        self.loss, self.reference, self.pad_id = loss, reference, pad_id
+        self.batch_size = batch_size
+        self.collate = collate_preference_shared if prefix_sharing else collate_preference
+        if prefix_sharing:
+            lengths = [shared_row_length(e) for e in examples]
+        else:
+            lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+                       for e in examples]
+        self.plan = BatchPlan(lengths, batch_size, seed, self._collate_train)
+
+    def _collate(self, examples: list[dict], indices: list[int],
+                 precomputed: ReferenceLogps | None) -> dict:
+        batch = self.collate([examples[i] for i in indices], self.pad_id)
+        if precomputed is not None:
+            index = torch.tensor(indices, dtype=torch.long)
+            batch["ref_chosen"], batch["ref_rejected"] = precomputed.chosen[index], \
+                precomputed.rejected[index]
+        return batch
+
+    def _collate_train(self, indices: list[int]) -> dict:
+        return self._collate(self.examples, indices, self.reference.train)
+
+    def num_batches(self, epoch: int) -> int:
+        return self.plan.num_batches(epoch)
+
+    def batch(self, epoch: int, index: int) -> dict:
+        return self.plan.batch(epoch, index)
+
+    def _reference_sums(self, model, batch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.reference.kind == "none":
+            return None
+        if "ref_chosen" in batch:
+            return batch["ref_chosen"], batch["ref_rejected"]
+        ref_model = self.reference.model or model
+        with torch.no_grad(), self.reference.context(model):
+            sums = pair_logps(ref_model, batch)
+        half = sums.shape[0] // 2
+        return sums[:half], sums[half:]
+
+    def compute(self, model, batch) -> StepOutput:
+        batch = to_device(batch, next(model.parameters()).device)
+        sums = pair_logps(model, batch)
+        half = sums.shape[0] // 2
+        chosen_len = batch["chosen_lengths"].to(sums.dtype)
+        rejected_len = batch["rejected_lengths"].to(sums.dtype)
+        policy_c, policy_r = sums[:half], sums[half:]
+        ref = self._reference_sums(model, batch)
+        ref_c, ref_r = (None, None) if ref is None else (ref[0].to(sums), ref[1].to(sums))
+        out, policy_c, policy_r = configured_loss(self.loss, policy_c, policy_r, ref_c, ref_r,
+                                                  chosen_len, rejected_len)
+        metrics = {
+            "rewards/chosen": float(out.chosen_rewards.mean()),
+            "rewards/rejected": float(out.rejected_rewards.mean()),
+            "rewards/accuracy": float((out.chosen_rewards > out.rejected_rewards).float().mean()),
+            "rewards/margin": float((out.chosen_rewards - out.rejected_rewards).mean()),
+            "logps/chosen": float(policy_c.detach().mean()),
+            "logps/rejected": float(policy_r.detach().mean()),
+        }
+        # Tokens of the two sequences prompt+chosen and prompt+rejected, whatever the layout.
+        tokens = int(2 * batch["prompt_lengths"].sum() + batch["chosen_lengths"].sum()
+                     + batch["rejected_lengths"].sum())
+        return StepOutput(out.loss, metrics, tokens=tokens)
+
+    def step(self, model, batch) -> StepOutput:
+        return self.compute(model, batch)
+
+    def evaluate(self, model) -> dict[str, float]:
+        if not self.eval_examples:
+            return {}
+        rows, weights = [], []
+        for start in range(0, len(self.eval_examples), self.batch_size):
+            indices = list(range(start, min(start + self.batch_size, len(self.eval_examples))))
+            batch = self._collate(self.eval_examples, indices, self.reference.eval)
+            out = self.compute(model, batch)
+            rows.append({"loss": float(out.loss), **out.metrics})
+            weights.append(len(indices))
+        total = sum(weights)
+        return {k: sum(r[k] * w for r, w in zip(rows, weights)) / total for k in rows[0]}
