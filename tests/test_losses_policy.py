@@ -7,16 +7,13 @@ import math
 import pytest
 import torch
 
+from prefalign.losses.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from prefalign.losses.policy import (
-    AdaptiveKLController,
-    FixedKLController,
     gae,
     grpo_advantages,
-    kl_penalty,
     masked_mean,
     masked_whiten,
     policy_clip_loss,
-    reinforce_pp_advantages,
     rloo_advantages,
     value_loss,
 )
@@ -56,17 +53,6 @@ def test_rloo_advantages():
                                                             rel=1e-10, abs=1e-14)
     with pytest.raises(ValueError, match="K >= 2"):
         rloo_advantages(torch.ones(3, 1))
-
-
-def test_reinforce_pp_advantages():
-    rewards = torch.tensor([1.0, 0.0, 0.0, 3.0], dtype=torch.float64)
-    mean = 1.0
-    std = math.sqrt((0 + 1 + 1 + 4) / 4)
-    expected = torch.tensor([(x - mean) / (std + 1e-6) for x in rewards.tolist()],
-                            dtype=torch.float64)
-    torch.testing.assert_close(reinforce_pp_advantages(rewards), expected)
-    with pytest.raises(ValueError):
-        reinforce_pp_advantages(torch.ones(1))
 
 
 def test_kl_estimators_per_token_and_in_expectation():

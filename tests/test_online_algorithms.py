@@ -11,15 +11,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from prefalign.cli.online import load_online_config
 from prefalign.engine.metrics import read_metrics
+from prefalign.losses.kl import kl_shaped_rewards
 from prefalign.rewards import register_reward
-from prefalign.stages.online import run_online
+from prefalign.stages.online import load_online_config, run_online
+from prefalign.stages.online.algorithms import grpo, rloo
+from prefalign.stages.online.algorithms.online_dpo import OnlineDPOAlgorithm
 from prefalign.stages.online.evaluate_run import evaluate_run
-from prefalign.stages.online.grpo import GRPOAlgorithm, RLOOAlgorithm
-from prefalign.stages.online.online_dpo import OnlineDPOAlgorithm
-from prefalign.stages.online.ppo import kl_shaped_rewards
-from prefalign.stages.online.rollout_algorithm import Rollout
+from prefalign.stages.online.rollouts import Rollout
 
 
 class DistinctCharacters:
@@ -47,23 +46,16 @@ def config(algorithm: str, tiny_model_dir, tmp_path, *more: str):
         "model.lora.r=4", "train.lr=1e-2", *more])
 
 
-def rollout_with(rewards: list[float]) -> Rollout:
-    return Rollout(0, 1, [], [], {}, torch.tensor(rewards, dtype=torch.float64))
-
-
-def bare(cls, group: int, **cfg):
-    algorithm = object.__new__(cls)
-    algorithm.group = group
-    algorithm.setup = SimpleNamespace(cfg=SimpleNamespace(**cfg))
-    return algorithm
+def rollout_with(rewards: list[float], group: int) -> Rollout:
+    return Rollout(0, 1, [], [], {}, torch.tensor(rewards, dtype=torch.float64), group)
 
 
 def test_grpo_advantages_are_normalised_within_each_prompts_group():
     rewards = [1.0, 0.0, 0.5, 0.5, 2.0, 4.0, 3.0, 5.0]
     for normalise in (True, False):
-        grpo = bare(GRPOAlgorithm, 4, policy=SimpleNamespace(normalize_std=normalise))
-        rollout = rollout_with(rewards)
-        grpo.prepare(rollout)
+        cfg = SimpleNamespace(policy=SimpleNamespace(normalize_std=normalise))
+        rollout = rollout_with(rewards, 4)
+        grpo.advantages(rollout, cfg)
         for p in range(2):
             group = rewards[4 * p:4 * p + 4]
             mean = sum(group) / 4
@@ -75,13 +67,13 @@ def test_grpo_advantages_are_normalised_within_each_prompts_group():
 
 def test_rloo_puts_the_sequence_kl_into_the_reward_before_leaving_one_out():
     rewards = [1.0, 0.0, 0.5, 2.0, 2.0, 1.0]
-    rloo = bare(RLOOAlgorithm, 3, kl=SimpleNamespace(coef=0.5))
-    rollout = rollout_with(rewards)
+    rollout = rollout_with(rewards, 3)
+    rollout.kl_coef = 0.5
     mask = torch.tensor([[1, 1, 0]] * 6, dtype=torch.float64)
     rollout.tensors = {"completion_mask": mask}
     rollout.old_logps = torch.arange(18, dtype=torch.float64).view(6, 3) / -10
     rollout.ref_logps = torch.full((6, 3), -0.5, dtype=torch.float64)
-    rloo.prepare(rollout)
+    rloo.advantages(rollout, SimpleNamespace())
     shaped = [r - 0.5 * sum(rollout.old_logps[i, t].item() + 0.5 for t in range(2))
               for i, r in enumerate(rewards)]
     for i, value in enumerate(shaped):
@@ -170,4 +162,5 @@ def test_online_dpo_run_with_xpo_evaluates_every_iteration(tiny_model_dir, tmp_p
     assert stored["stats"]["sequences"] == 6
     for pair in stored["pairs"]:
         assert pair["chosen_reward"] > pair["rejected_reward"] and "xpo_ids" in pair
-        assert math.isfinite(pair["ref_chosen"]) and math.isfinite(pair["ref_rejected"])
+    steps = [r for r in read_metrics(cfg.run_dir / "metrics.jsonl") if "rewards/margin" in r]
+    assert len(steps) == 2 and all(math.isfinite(r["xpo/ref_sample_logp"]) for r in steps)

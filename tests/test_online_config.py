@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from prefalign.cli import main
-from prefalign.cli.online import load_online_config
 from prefalign.config import OnlineConfig, load_config
 from prefalign.errors import ConfigError, DataError
+from prefalign.stages import lifecycle
+from prefalign.stages.online import load_online_config
 from prefalign.stages.online import run as online_run
 
 
@@ -20,7 +21,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(online_run, "load_policy", refuse)
+    monkeypatch.setattr(lifecycle, "load_policy", refuse)
 
 
 @pytest.fixture

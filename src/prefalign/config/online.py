@@ -1,4 +1,11 @@
-"""Config of the online RL stages: GRPO, RLOO, PPO and iterative (online) DPO."""
+"""Config of the online RL stages: the sections every online algorithm shares.
+
+An algorithm's own section (``ppo:``, ``online_dpo:``, ``reinforce_pp:``, ...) is
+declared by its module in ``prefalign.stages.online.algorithms`` together with the
+algorithm; ``prefalign.stages.online.registry`` builds, for each registered
+algorithm, the config model that adds that section to ``OnlineConfig`` (so this
+package stays free of torch and of the list of algorithms).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from prefalign.config.base import StrictModel
-from prefalign.config.preference import LossConfig
 from prefalign.config.sections import DataConfig, ModelConfig, RunConfig, TrainConfig
 from prefalign.errors import ConfigError
+
 
 class RolloutConfig(StrictModel):
     """How the policy generates: engine, batch shape and sampling."""
@@ -22,8 +29,10 @@ class RolloutConfig(StrictModel):
     num_samples: int = Field(4, gt=0, description="Completions per prompt: the group size G "
                              "of GRPO, the K of RLOO, the candidates of online DPO.")
     max_new_tokens: int = Field(64, gt=0, description="Longest completion, in tokens.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature; the policy "
-                               "log-probs of the objective use the same temperature.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature τ. Every "
+                               "log-prob of the run is taken at it, log softmax(z/τ): the "
+                               "policy's, the old policy's, the reference's, the KL in "
+                               "training and in `eval policy`.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (1: off).")
     top_k: int = Field(0, ge=0, description="Sample among the k likeliest tokens (0: off).")
     stop: list[str] = Field(default_factory=list, description="Stop strings: a completion "
@@ -54,49 +63,35 @@ class RewardSpec(StrictModel):
 class KLSettings(StrictModel):
     """The KL anchor to the reference policy."""
 
-    coef: float = Field(0.04, ge=0, description="β: GRPO/RLOO add β·KL to the loss; PPO "
-                        "subtracts β·KL from the per-token reward (initial β when adaptive).")
+    coef: float = Field(0.04, ge=0, description="β, the weight of the KL to the reference "
+                        "(initial β when adaptive). An algorithm puts it in the loss "
+                        "(grpo: + β·k(log π − log π_ref), token-reduced like the policy loss) "
+                        "or in the reward (rloo: − β·Σ_t (log π_old − log π_ref) per "
+                        "sequence; ppo, reinforce-pp: − β·(log π_old − log π_ref) per token); "
+                        "each command's --help says which.")
     estimator: Literal["k1", "k2", "k3"] = Field("k3", description="Per-token KL estimator "
-                                                  "of the GRPO/RLOO loss term.")
-    adaptive: bool = Field(False, description="PPO: adapt β towards target (Ziegler et al.).")
+                                                  "of a KL term in the loss (grpo); a KL in "
+                                                  "the reward always uses k1.")
+    adaptive: bool = Field(False, description="Adapt β after each rollout towards kl.target "
+                           "(Ziegler et al. 2019), from the rollout's mean sequence KL.")
     target: float = Field(1.0, gt=0, description="Adaptive target of the per-sequence KL (nats).")
     horizon: int = Field(2000, gt=0, description="Adaptive controller horizon, in samples.")
 
 
 class PolicyLossSettings(StrictModel):
-    """The clipped policy objective shared by GRPO, RLOO and PPO."""
+    """The clipped policy objective of the policy-gradient algorithms (grpo, rloo, ppo, ...)."""
 
     clip_eps: float = Field(0.2, gt=0, lt=1, description="Ratio clip ε.")
     clip_eps_high: float | None = Field(None, gt=0, description="Upper clip (DAPO's "
                                         "clip-higher); default ε.")
-    reduction: Literal["token", "sequence"] = Field("token", description="Average over all "
-                                                    "tokens, or per sequence then over them.")
+    reduction: Literal["token", "sequence", "constant"] = Field(
+        "token", description="How the per-token policy loss (and a KL term in the loss) "
+        "becomes a scalar: 'token' averages over all tokens, 'sequence' per sequence then "
+        "over sequences, 'constant' sums and divides by batch size × rollout.max_new_tokens "
+        "(Dr. GRPO).")
     epochs_per_rollout: int = Field(1, gt=0, description="Passes over each rollout (PPO epochs).")
     normalize_std: bool = Field(True, description="GRPO: divide by the group std; false is "
                                 "Dr. GRPO's unnormalised advantage.")
-
-
-class PPOSettings(StrictModel):
-    """PPO specifics: value head and GAE."""
-
-    gamma: float = Field(1.0, gt=0, le=1, description="Discount γ of GAE.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE λ.")
-    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
-    value_clip: float = Field(0.2, gt=0, description="Clip range of the value loss.")
-    whiten_advantages: bool = Field(True, description="Whiten advantages over the minibatch "
-                                    "tokens.")
-
-
-class OnlineDPOSettings(StrictModel):
-    """Iterative DPO: sample, label with the reward, train on a buffer, repeat."""
-
-    iterations: int = Field(3, gt=0, description="Sample-label-train iterations.")
-    steps_per_iteration: int = Field(8, gt=0, description="Optimizer steps per iteration.")
-    buffer: Literal["current", "rolling2", "full"] = Field(
-        "current", description="Pairs trained on: this iteration's, the last two "
-        "iterations', or all so far.")
-    loss: LossConfig = Field(default_factory=LossConfig, description="Preference loss.")
-    xpo_alpha: float = Field(0.0, ge=0, description="XPO exploration weight α (0: off).")
 
 
 class HackingSettings(StrictModel):
@@ -138,8 +133,8 @@ class ReferenceSettings(StrictModel):
 class OnlineConfig(RunConfig):
     """Online RL: the policy generates, rewards score, the policy updates."""
 
-    algorithm: Literal["grpo", "rloo", "ppo", "online-dpo"] = Field(
-        "grpo", description="grpo, rloo, ppo or online-dpo (set by the command).")
+    algorithm: str = Field("grpo", description="A registered online algorithm (set by the "
+                           "command: prefalign grpo, rloo, ppo, reinforce-pp, online-dpo, ...).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -149,25 +144,19 @@ class OnlineConfig(RunConfig):
     reference: ReferenceSettings = Field(default_factory=ReferenceSettings)
     kl: KLSettings = Field(default_factory=KLSettings)
     policy: PolicyLossSettings = Field(default_factory=PolicyLossSettings)
-    ppo: PPOSettings = Field(default_factory=PPOSettings)
-    online_dpo: OnlineDPOSettings = Field(default_factory=OnlineDPOSettings)
     hacking: HackingSettings = Field(default_factory=HackingSettings)
     eval: OnlineEvalSettings = Field(default_factory=OnlineEvalSettings)
 
-    def check(self) -> OnlineConfig:
-        """Cross-field rules (group sizes, minibatch shapes); ``ConfigError`` naming the keys."""
+    def check_group(self, minimum: int, reason: str) -> None:
+        """``rollout.num_samples >= minimum``, or a ``ConfigError`` giving ``reason``."""
         group = self.rollout.num_samples
-        if self.algorithm in ("grpo", "rloo", "online-dpo") and group < 2:
-            what = {"grpo": "GRPO normalises rewards within a group",
-                    "rloo": "RLOO's baseline leaves one sample out",
-                    "online-dpo": "online DPO pairs two samples of a prompt"}[self.algorithm]
-            raise ConfigError(f"rollout.num_samples must be at least 2 for {self.algorithm} "
-                              f"({what}); got {group}")
-        if self.algorithm == "online-dpo":
-            if self.train.max_steps is not None:
-                raise ConfigError("online-dpo sets its length with online_dpo.iterations and "
-                                  "online_dpo.steps_per_iteration; remove train.max_steps")
-            return self
+        if group < minimum:
+            raise ConfigError(f"rollout.num_samples must be at least {minimum} for "
+                              f"{self.algorithm} ({reason}); got {group}")
+
+    def check_minibatches(self) -> None:
+        """A rollout splits into whole optimizer minibatches of whole groups."""
+        group = self.rollout.num_samples
         if self.train.batch_size % group:
             raise ConfigError(f"train.batch_size={self.train.batch_size} must be a multiple of "
                               f"rollout.num_samples={group}: a micro-batch holds whole groups "
@@ -179,7 +168,6 @@ class OnlineConfig(RunConfig):
                 f"a rollout of {sequences} sequences (rollout.prompts_per_rollout × "
                 f"rollout.num_samples) must split into whole optimizer minibatches of "
                 f"train.batch_size × train.grad_accum = {minibatch} sequences")
-        return self
 
     @property
     def sequences_per_rollout(self) -> int:

@@ -39,10 +39,12 @@ TIE_TOLERANCE = 1e-6
 
 @dataclass
 class PolicySide:
-    """One side of the comparison: how it samples, and its log-probs of packed sequences."""
+    """One side of the comparison: how it samples, its log-probs of packed sequences,
+    and the temperature those log-probs are taken at (``log softmax(z/τ)``)."""
 
     generate: GenerateFn
     logps: LogpsFn
+    temperature: float = 1.0
 
 
 @dataclass
@@ -114,6 +116,10 @@ class PolicyEvaluator:
 
     def _kl(self, policy: PolicySide, reference: PolicySide) -> float:
         s = self.settings
+        if not policy.temperature == reference.temperature == s.kl_temperature:
+            raise ValueError(f"the KL needs both sides' log-probs at the sampling temperature "
+                             f"{s.kl_temperature}; got policy {policy.temperature}, reference "
+                             f"{reference.temperature}")
         sampling = SamplingSettings(s.kl_samples, s.max_new_tokens, s.kl_temperature,
                                     stop=s.stop)
         groups = policy.generate(self.prompt_ids, sampling, s.seed + 1)

@@ -5,12 +5,10 @@
 RL pieces (advantages, PPO surrogate, value loss, KL estimators and controllers).
 """
 
+from prefalign.losses.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from prefalign.losses.policy import (
-    AdaptiveKLController,
-    FixedKLController,
     gae,
     grpo_advantages,
-    kl_penalty,
     masked_mean,
     masked_whiten,
     policy_clip_loss,

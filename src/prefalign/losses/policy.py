@@ -1,5 +1,8 @@
-"""Online policy-gradient pieces: advantages (GRPO, RLOO, REINFORCE++, GAE), the PPO
-clipped surrogate, the clipped value loss, per-token KL estimators and KL controllers.
+"""Online policy-gradient pieces: advantages (GRPO, RLOO, REINFORCE++, GAE), returns,
+the PPO clipped surrogate and its token reductions, the clipped value loss.
+
+The KL pieces (estimators, KL terms, KL-shaped rewards, controllers) are in
+``prefalign.losses.kl``.
 
 Token-level tensors are ``[B, T]`` with a 0/1 ``mask`` marking the completion
 tokens that count; masked positions never contribute to a loss or a statistic.
@@ -7,14 +10,10 @@ tokens that count; masked positions never contribute to a loss or a statistic.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
 from prefalign.losses.preference import LossArgumentError
-
-KLKind = Literal["k1", "k2", "k3"]
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -80,61 +79,88 @@ def rloo_advantages(rewards: Tensor) -> Tensor:
     return rewards - others_mean
 
 
-def reinforce_pp_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
-    """REINFORCE++ advantages: returns normalised across the whole batch,
-    ``A_i = (r_i − mean_B r) / (std_B r + eps)`` (population std).
+def reinforce_pp_advantages(returns: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """REINFORCE++ advantages: the token returns normalised over the whole batch,
+    ``A_t = (G_t − mean_B G) / sqrt(var_B G + eps)``, with the mean and (population)
+    variance taken over every completion token of the batch (global, not per prompt).
+
+    ``G_t`` is the KL-penalised reward-to-go (``reward_to_go`` of
+    ``losses.kl.kl_shaped_rewards``); with γ = 1, ``G_t = R − β·Σ_{i≥t} KL_i`` where
+    ``KL_i = log π_old(y_i) − log π_ref(y_i)``. Normalising over the global batch
+    rather than one prompt's group is the paper's point: an unbiased baseline.
 
     Paper: Hu 2025, "REINFORCE++: A Simple and Efficient Approach for Aligning
-    Large Language Models", arXiv 2501.03262. Shapes: ``rewards`` ``[N]`` → ``[N]``.
+    Large Language Models", arXiv 2501.03262. Shapes: ``returns``, ``mask``
+    ``[B, T]`` → ``[B, T]`` (0 off the mask).
     """
-    if rewards.dim() != 1 or rewards.numel() < 2:
-        raise LossArgumentError(
-            f"reinforce_pp_advantages needs rewards [N] with N >= 2, "
-            f"got shape {tuple(rewards.shape)}")
-    return (rewards - rewards.mean()) / (rewards.std(correction=0) + eps)
+    if int(mask.bool().sum()) < 2:
+        raise LossArgumentError("reinforce_pp_advantages needs at least 2 completion "
+                                "tokens in the batch to normalise over")
+    return masked_whiten(returns, mask, eps)
 
 
-def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: KLKind = "k1") -> Tensor:
-    """Per-token estimators of KL(π‖ref) from tokens sampled from π.
+@torch.no_grad()
+def reward_to_go(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Tensor:
+    """Discounted returns over the masked tokens of each sequence,
+    ``G_t = r_t + γ·G_{t'}`` with ``t'`` the next valid position (``G = 0`` past the
+    last one); masked positions contribute nothing and get ``G = 0``.
 
-    With ``d = logp − ref_logp``: ``k1 = d`` (unbiased, high variance),
-    ``k2 = ½·d²`` (biased, low variance), ``k3 = e^{−d} + d − 1`` (unbiased,
-    non-negative, low variance).
-
-    Reference: Schulman 2020, "Approximating KL Divergence",
-    http://joschu.net/blog/kl-approx.html. Shapes: any, alike → same shape.
+    GAE's return without a critic (V = 0, λ = 1). Paper: Williams 1992, "Simple
+    statistical gradient-following algorithms for connectionist reinforcement
+    learning" (REINFORCE). Shapes: ``rewards``, ``mask`` ``[B, T]`` → ``[B, T]``.
     """
-    log_ratio = logp - ref_logp
-    if kind == "k1":
-        return log_ratio
-    if kind == "k2":
-        return 0.5 * log_ratio ** 2
-    if kind == "k3":
-        return torch.exp(-log_ratio) + log_ratio - 1.0
-    raise LossArgumentError(f"unknown KL estimator '{kind}'; valid: k1, k2, k3")
+    valid = mask.bool()
+    returns = torch.zeros_like(rewards)
+    following = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        here = valid[:, t]
+        value = rewards[:, t] + gamma * following
+        returns[:, t] = torch.where(here, value, torch.zeros_like(value))
+        following = torch.where(here, value, following)
+    return returns
 
 
-def _reduce(per_token: Tensor, mask: Tensor, reduction: str) -> Tensor:
+REDUCTIONS = ("token", "sequence", "constant")
+
+
+def reduce_tokens(per_token: Tensor, mask: Tensor, reduction: str = "token",
+                  max_length: int | None = None) -> Tensor:
+    """A per-token loss ``x`` ``[B, T]`` reduced to a scalar over the masked tokens.
+
+    * ``token``: ``Σ_{b,t} m·x / Σ_{b,t} m`` — every token weighs the same (DAPO);
+    * ``sequence``: ``(1/B') Σ_b (Σ_t m·x / Σ_t m)`` — each sequence's token mean,
+      then the mean over the ``B'`` sequences with tokens (GRPO, DeepSeekMath);
+    * ``constant``: ``Σ_{b,t} m·x / (B · L)`` with ``L = max_length`` the generation
+      budget — no length normalisation, so long and short answers are not reweighted
+      (Dr. GRPO: Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical
+      Perspective", arXiv 2503.20783).
+    """
     if reduction == "token":
         return masked_mean(per_token, mask)
     if reduction == "sequence":
         has_tokens = mask.bool().any(dim=-1)
         return masked_mean(masked_mean(per_token, mask, dim=-1), has_tokens)
-    raise LossArgumentError(f"unknown reduction '{reduction}'; valid: token, sequence")
+    if reduction == "constant":
+        if max_length is None or max_length <= 0:
+            raise LossArgumentError("reduction 'constant' needs max_length > 0 (the "
+                                    "generation budget, rollout.max_new_tokens)")
+        total = torch.where(mask.bool(), per_token, torch.zeros_like(per_token)).sum()
+        return total / (per_token.shape[0] * max_length)
+    raise LossArgumentError(f"unknown reduction '{reduction}'; valid: {', '.join(REDUCTIONS)}")
 
 
 def policy_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
                      clip_eps: float = 0.2, clip_eps_high: float | None = None,
-                     reduction: str = "token") -> tuple[Tensor, dict[str, Tensor]]:
+                     reduction: str = "token", max_length: int | None = None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate objective, as a loss to minimise.
 
     Per token, with ``ρ = exp(logp − old_logp)``::
 
         loss_t = −min(ρ·A, clip(ρ, 1 − ε, 1 + ε_high)·A)
 
-    ``ε_high`` defaults to ``ε`` (set it larger for DAPO's clip-higher). Reduction
-    ``"token"``: sum over all completion tokens / their count; ``"sequence"``: the
-    mean over sequences of each sequence's token mean.
+    ``ε_high`` defaults to ``ε`` (set it larger for DAPO's clip-higher); ``reduction``
+    and ``max_length`` as in ``reduce_tokens``.
     Metrics (detached): ``clip_frac``, the fraction of tokens where the clipped
     term is the active one (its gradient is zero), and ``approx_kl``, the k3
     estimate of KL(π_old‖π): mean of ``ρ − 1 − log ρ``.
@@ -151,10 +177,10 @@ def policy_clip_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: T
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high) * advantages
     per_token = -torch.minimum(unclipped, clipped)
-    loss = _reduce(per_token, mask, reduction)
+    loss = reduce_tokens(per_token, mask, reduction, max_length)
     with torch.no_grad():
         clip_frac = masked_mean((clipped < unclipped).to(logp.dtype), mask)
-        approx_kl = masked_mean(kl_penalty(old_logp, logp, "k3"), mask)
+        approx_kl = masked_mean(ratio - 1.0 - log_ratio, mask)
     return loss, {"clip_frac": clip_frac, "approx_kl": approx_kl}
 
 
@@ -204,39 +230,3 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
         next_advantage = torch.where(here, advantage, next_advantage)
     returns = torch.where(valid, advantages + values, torch.zeros_like(values))
     return advantages, returns
-
-
-class FixedKLController:
-    """A constant KL coefficient β."""
-
-    def __init__(self, kl_coef: float):
-        self.value = kl_coef
-
-    def update(self, current_kl: float, n_steps: int) -> float:
-        """Keep β unchanged; return it."""
-        return self.value
-
-
-class AdaptiveKLController:
-    """Proportional controller that steers the measured KL towards a target.
-
-    ``e = clip(KL / target − 1, −0.2, 0.2)``; ``β ← β·(1 + e·n_steps / horizon)``.
-
-    Paper: Ziegler et al. 2019, "Fine-Tuning Language Models from Human
-    Preferences", arXiv 1909.08593.
-    """
-
-    def __init__(self, init_kl_coef: float, target: float, horizon: int):
-        if target <= 0 or horizon <= 0:
-            raise LossArgumentError(
-                f"adaptive KL controller needs target > 0 and horizon > 0, "
-                f"got target={target}, horizon={horizon}")
-        self.value = init_kl_coef
-        self.target = target
-        self.horizon = horizon
-
-    def update(self, current_kl: float, n_steps: int) -> float:
-        """Move β after ``n_steps`` samples at measured KL ``current_kl``; return it."""
-        error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_steps / self.horizon
-        return self.value

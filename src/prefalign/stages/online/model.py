@@ -6,9 +6,10 @@ per prompt. ``PolicyModel.forward`` returns ``(logps, values)``, both
 ``[N, Tc]`` and zero off the completion:
 
 * ``logps[n, t] = log softmax(z / τ)[y_t]`` where ``z`` are the LM logits after
-  ``prompt + y_<t`` and ``τ`` the sampling temperature, so the ratio π_θ/π_old
-  compares the distribution the tokens were actually drawn from; the LM head
-  runs only at completion positions (``prefalign.ops.logprobs``);
+  ``prompt + y_<t`` and ``τ`` the sampling temperature (``logprob_temperature``:
+  one rule for every log-prob of a run), so the ratio π_θ/π_old compares the
+  distribution the tokens were actually drawn from; the LM head runs only at
+  completion positions (``prefalign.ops.logprobs``);
 * ``values[n, t] = w·h + b`` on the same hidden state — the PPO value of the
   state before token ``t`` (Ouyang et al. 2022's value head, here sharing the
   policy backbone) — or ``None`` without a value head.
@@ -118,6 +119,17 @@ class PolicyModel(nn.Module):
         """A context in which the model acts as its own frozen reference (LoRA disabled)."""
         disable = getattr(self.lm, "disable_adapter", None)
         return disable() if callable(disable) else contextlib.nullcontext()
+
+
+def logprob_temperature(cfg) -> float:
+    """The temperature of every log-prob of an online run: the rollout's, ``τ``.
+
+    The policy, the old policy, the reference, the in-training KL and the held-out
+    KL of ``eval policy`` all score ``log softmax(z/τ)``, the distribution the
+    tokens were sampled from; so at step 0 policy and reference agree exactly and
+    both KL figures estimate the same ``KL(π_τ ‖ π_ref,τ)``.
+    """
+    return cfg.rollout.temperature
 
 
 def unwrap(model: nn.Module) -> PolicyModel:

@@ -41,33 +41,49 @@ def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
     return model(*(batch[key] for key in FORWARD_KEYS))
 
 
+def consecutive_chunks(prompts: int, rows_per_batch: int, group: int) -> list[list[int]]:
+    """Prompts ``0..prompts−1`` in order, about ``rows_per_batch`` completions a chunk."""
+    step = max(1, rows_per_batch // group)
+    return [list(range(start, min(start + step, prompts))) for start in range(0, prompts, step)]
+
+
 @torch.no_grad()
-def forward_in_batches(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
-                       rows_per_batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """No-grad ``PolicyModel`` passes over every group, about ``rows_per_batch``
-    completions at a time: ``(logps, values)`` ``[N, Tc]`` on the CPU (``values`` ``None``
-    without a value head)."""
+def forward_groups(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                   chunks: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """No-grad ``PolicyModel`` passes, one per chunk of prompts (with all their
+    completions), in the model's current mode: ``(logps, values)`` ``[N, Tc]`` on the CPU
+    (``values`` ``None`` without a value head).
+
+    A pass over the same chunk as a training micro-batch gives the training forward's
+    numbers exactly: the same rows, padding and kernels (under the same autocast).
+    """
     device = next(model.parameters()).device
     group = group_size(tensors)
-    prompts = tensors["prompt_ids"].shape[0]
     rows, width = tensors["completion_ids"].shape
     logps = torch.zeros((rows, width), dtype=torch.float32)
     values: torch.Tensor | None = None
-    step = max(1, rows_per_batch // group)
+    for chunk in chunks:
+        batch = select_groups(tensors, chunk, device)
+        chunk_logps, chunk_values = forward(model, batch)
+        index = torch.as_tensor(group_rows(chunk, group), dtype=torch.long)
+        cols = chunk_logps.shape[1]
+        logps[index, :cols] = chunk_logps.float().cpu()
+        if chunk_values is not None:
+            if values is None:
+                values = torch.zeros((rows, width), dtype=torch.float32)
+            values[index, :cols] = chunk_values.float().cpu()
+    return logps, values
+
+
+def forward_in_batches(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                       rows_per_batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``forward_groups`` in eval mode over consecutive chunks of about
+    ``rows_per_batch`` completions."""
+    chunks = consecutive_chunks(tensors["prompt_ids"].shape[0], rows_per_batch,
+                                group_size(tensors))
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, prompts, step):
-            chosen = list(range(start, min(start + step, prompts)))
-            batch = select_groups(tensors, chosen, device)
-            chunk_logps, chunk_values = forward(model, batch)
-            lo, hi = start * group, (chosen[-1] + 1) * group
-            cols = chunk_logps.shape[1]
-            logps[lo:hi, :cols] = chunk_logps.float().cpu()
-            if chunk_values is not None:
-                if values is None:
-                    values = torch.zeros((rows, width), dtype=torch.float32)
-                values[lo:hi, :cols] = chunk_values.float().cpu()
+        return forward_groups(model, tensors, chunks)
     finally:
         model.train(was_training)
-    return logps, values

@@ -1,14 +1,17 @@
 """Everything an online algorithm works with, built once per run.
 
-``OnlineSetup`` bundles the policy (a ``PolicyModel``), its tokenizer, the
-generation engine, the reward scorer, the reference, the encoded training
-prompts, the held-out evaluator and the reward-hacking monitor, so that the
-algorithms (GRPO/RLOO, PPO, online DPO) only describe their own data flow and
-loss.
+``OnlineSetup`` bundles the algorithm's declaration, the policy (a
+``PolicyModel``), its tokenizer, the generation engine, the reward scorer, the
+reference, the encoded training prompts, the held-out evaluator, the
+reward-hacking monitor and the training precision (``autocast``, the Engine's,
+for every no-grad pass made outside a training step), so that the algorithms
+only describe their own data flow and loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +24,9 @@ from prefalign.rollout.hf_engine import TransformersEngine
 from prefalign.rollout.types import GenerationEngine, SamplingSettings
 from prefalign.stages.online.model import PolicyModel, unwrap
 from prefalign.stages.online.reference import ReferencePolicy
+from prefalign.stages.online.registry import OnlineAlgorithm
 from prefalign.stages.online.scoring import RewardScorer
-from prefalign.stages.online.sequences import forward_in_batches
+from prefalign.stages.online.sequences import consecutive_chunks, forward_in_batches, group_size
 
 
 def sampling_settings(cfg: OnlineConfig) -> SamplingSettings:
@@ -38,7 +42,8 @@ def policy_side(model: torch.nn.Module, tokenizer, generation_batch: int,
     policy = unwrap(model)
     engine = TransformersEngine(policy.lm, tokenizer, generation_batch)
     return PolicySide(engine.generate,
-                      lambda tensors: forward_in_batches(policy, tensors, forward_batch)[0])
+                      lambda tensors: forward_in_batches(policy, tensors, forward_batch)[0],
+                      policy.temperature)
 
 
 def reference_side(reference: ReferencePolicy, tokenizer, generation_batch: int,
@@ -50,7 +55,12 @@ def reference_side(reference: ReferencePolicy, tokenizer, generation_batch: int,
         with reference.context():
             return engine.generate(prompt_ids, settings, seed)
 
-    return PolicySide(generate, lambda tensors: reference.logps(tensors, forward_batch))
+    def logps(tensors):
+        chunks = consecutive_chunks(tensors["prompt_ids"].shape[0], forward_batch,
+                                    group_size(tensors))
+        return reference.logps(tensors, chunks)
+
+    return PolicySide(generate, logps, reference.model.temperature)
 
 
 @dataclass
@@ -58,6 +68,7 @@ class OnlineSetup:
     """The shared pieces of an online run (see the module docstring)."""
 
     cfg: OnlineConfig
+    spec: OnlineAlgorithm
     run: RunDir
     policy: PolicyModel
     tokenizer: object
@@ -68,6 +79,7 @@ class OnlineSetup:
     prompt_ids: list[list[int]]
     evaluator: PolicyEvaluator | None
     monitor: HackingMonitor
+    autocast: Callable[[], AbstractContextManager]
 
     @property
     def pad_id(self) -> int:

@@ -13,14 +13,19 @@ Alignment from Online AI Feedback"):
    iteration's) or ``full`` (every pair so far), cycled in a seeded order.
 
 The loss is any preference loss of ``prefalign.losses.preference`` (DPO by
-default). With ``xpo_alpha > 0`` it adds XPO's exploration term (Xie et al.
-2024, "Exploratory Preference Optimization", arXiv 2405.21046)::
+default). With ``xpo_alpha > 0`` it adds XPO's exploration term
+(``losses.exploration.xpo_exploration_term``; Xie et al. 2024, "Exploratory
+Preference Optimization", arXiv 2405.21046)::
 
     L = L_DPO + α · log π_θ(ỹ | x),   ỹ ~ π_ref(·|x)
 
 which lowers the policy's likelihood of the reference's own responses and so
-pushes it to explore beyond them. Log-probs are sums over completion tokens at
-temperature 1 (the policy's own distribution), shapes ``[B]``.
+pushes it to explore beyond them. Log-probs are sums over completion tokens
+(per-token means with ``loss.average_log_prob``), shapes ``[B]``, at the run's
+one temperature (``model.logprob_temperature``: the rollout's, for policy and
+reference alike). π_ref's log-probs are computed in each step on the very
+batch the policy sees (same rows, padding and precision), so with equal
+weights the implicit rewards ``β·(log π − log π_ref)`` are exactly 0 at step 0.
 
 Each iteration's labelled pairs are stored in ``buffer/iteration-<i>.json``,
 so a resumed run trains on exactly the pairs it had; the held-out evaluation
@@ -31,22 +36,81 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field
 
+from prefalign.config import LossConfig, StrictModel, TrainConfig
+from prefalign.config.online import OnlineConfig
 from prefalign.engine.algorithm import StepOutput
 from prefalign.engine.distributed import is_main_process
 from prefalign.engine.metrics import read_metrics
 from prefalign.engine.rundir import atomic_write_json
+from prefalign.errors import ConfigError
 from prefalign.eval.policy import PolicyEvaluation
+from prefalign.log import say
+from prefalign.losses.exploration import sequence_logps, xpo_exploration_term
 from prefalign.losses.preference import preference_loss
 from prefalign.rollout.batch import pack_groups
 from prefalign.rollout.types import Completion, SamplingSettings
-from prefalign.stages.online.rollout_algorithm import derived_seed, seeded_permutation
+from prefalign.stages.online.registry import OnlineAlgorithm, register_online_algorithm
+from prefalign.stages.online.rollouts import derived_seed, seeded_permutation
 from prefalign.stages.online.sequences import forward, select_groups
 from prefalign.stages.online.setup import OnlineSetup
 
 BUFFER_WINDOWS = {"current": 1, "rolling2": 2}
+
+
+class OnlineDPOSettings(StrictModel):
+    """Iterative DPO: sample, label with the reward, train on a buffer, repeat."""
+
+    iterations: int = Field(3, gt=0, description="Sample-label-train iterations.")
+    steps_per_iteration: int = Field(8, gt=0, description="Optimizer steps per iteration.")
+    buffer: Literal["current", "rolling2", "full"] = Field(
+        "current", description="Pairs trained on: this iteration's, the last two "
+        "iterations', or all so far.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Preference loss "
+                             "(loss.average_log_prob: per-token mean log-probs).")
+    xpo_alpha: float = Field(0.0, ge=0, description="XPO exploration weight α (0: off).")
+
+
+@dataclass
+class PairInputs:
+    """Token log-probs of a micro-batch's replies, ``[B·F, T]``, ``F`` rows per pair in
+    the order chosen, rejected (, XPO reference sample): the policy's (with gradient),
+    the reference's, and the completion mask."""
+
+    logps: torch.Tensor
+    ref_logps: torch.Tensor
+    mask: torch.Tensor
+    fields: int
+
+
+def pair_loss(x: PairInputs, cfg: OnlineConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The preference loss of the pairs (sums or, with ``loss.average_log_prob``,
+    per-token means), plus XPO's exploration term when ``xpo_alpha > 0``."""
+    settings = cfg.online_dpo
+    average = settings.loss.average_log_prob
+    pairs = x.logps.shape[0] // x.fields
+    policy = sequence_logps(x.logps, x.mask, average).view(pairs, x.fields)
+    reference = sequence_logps(x.ref_logps, x.mask, average).view(pairs, x.fields)
+    lengths = x.mask.sum(-1).to(policy.dtype).view(pairs, x.fields)
+    out = preference_loss(settings.loss.name, policy[:, 0], policy[:, 1], reference[:, 0],
+                          reference[:, 1], lengths[:, 0], lengths[:, 1],
+                          **settings.loss.params())
+    metrics = {"rewards/accuracy": float((out.chosen_rewards > out.rejected_rewards)
+                                         .float().mean()),
+               "rewards/margin": float((out.chosen_rewards - out.rejected_rewards).mean()),
+               "rewards/chosen": float(out.chosen_rewards.mean()),
+               "rewards/rejected": float(out.rejected_rewards.mean()),
+               "pairs": float(pairs)}
+    loss = out.loss
+    if settings.xpo_alpha > 0:
+        ref_samples = sequence_logps(x.logps, x.mask).view(pairs, x.fields)[:, 2]
+        loss = loss + xpo_exploration_term(ref_samples, settings.xpo_alpha)
+        metrics["xpo/ref_sample_logp"] = float(ref_samples.detach().mean())
+    return loss, metrics
 
 
 def best_and_worst(prompt_ids: list[list[int]], groups: list[list[Completion]],
@@ -81,8 +145,8 @@ class PairBatch:
 class OnlineDPOAlgorithm:
     """Sample → label → train on a buffer, ``online_dpo.iterations`` times."""
 
-    def __init__(self, setup: OnlineSetup):
-        self.setup = setup
+    def __init__(self, setup: OnlineSetup, spec: OnlineAlgorithm):
+        self.setup, self.spec = setup, spec
         cfg = setup.cfg
         self.settings = cfg.online_dpo
         self.micro_per_iteration = self.settings.steps_per_iteration * cfg.train.grad_accum
@@ -96,6 +160,10 @@ class OnlineDPOAlgorithm:
 
     def num_batches(self, epoch: int) -> int:
         return self.settings.iterations * self.micro_per_iteration
+
+    def manifest(self) -> dict:
+        return {"iterations": self.settings.iterations,
+                "steps_per_iteration": self.settings.steps_per_iteration}
 
     # -- sampling and labelling --------------------------------------------
     def _prompts(self, iteration: int) -> list[int]:
@@ -125,7 +193,6 @@ class OnlineDPOAlgorithm:
         xpo = self._reference_samples(prompt_ids, seed + 1) \
             if self.settings.xpo_alpha > 0 else None
         pairs, ties = best_and_worst(prompt_ids, groups, scores, xpo)
-        self._reference_sums(pairs)
         lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
         stats = {"iteration": iteration, "pairs": len(pairs), "ties": ties,
                  "reward_mean": float(scores.mean()), "length_mean": float(lengths.mean()),
@@ -137,20 +204,9 @@ class OnlineDPOAlgorithm:
         if is_main_process():
             atomic_write_json(self.buffer_dir / f"iteration-{iteration}.json",
                               {"stats": stats, "pairs": pairs})
-            print(f"online-dpo: iteration {iteration}: {len(pairs)} pairs ({ties} tied prompts "
-                  f"skipped), mean reward {stats['reward_mean']:.3f}")
+            say(self.spec.name, f"iteration {iteration}: {len(pairs)} pairs ({ties} tied "
+                f"prompts skipped), mean reward {stats['reward_mean']:.3f}")
         return pairs
-
-    def _reference_sums(self, pairs: list[dict]) -> None:
-        """Add ``ref_chosen``/``ref_rejected``, the π_ref log-prob sums, to each pair."""
-        if not pairs:
-            return
-        replies = [ids for p in pairs for ids in (p["chosen_ids"], p["rejected_ids"])]
-        tensors = pack_groups([p["prompt_ids"] for p in pairs], replies, self.setup.pad_id)
-        sums = (self.setup.reference.logps(tensors, self.setup.cfg.train.batch_size)
-                * tensors["completion_mask"]).sum(-1).view(-1, 2)
-        for pair, (chosen, rejected) in zip(pairs, sums.tolist()):
-            pair["ref_chosen"], pair["ref_rejected"] = chosen, rejected
 
     def _stored(self, iteration: int) -> dict:
         return json.loads((self.buffer_dir / f"iteration-{iteration}.json").read_text())
@@ -202,29 +258,15 @@ class OnlineDPOAlgorithm:
             zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
             return StepOutput(zero, {"pairs": 0.0})
         pairs = batch.pairs
-        xpo = self.settings.xpo_alpha > 0
-        fields = ("chosen_ids", "rejected_ids", "xpo_ids") if xpo else ("chosen_ids",
-                                                                         "rejected_ids")
+        fields = ("chosen_ids", "rejected_ids", "xpo_ids") if self.settings.xpo_alpha > 0 \
+            else ("chosen_ids", "rejected_ids")
         replies = [p[name] for p in pairs for name in fields]
         tensors = pack_groups([p["prompt_ids"] for p in pairs], replies, self.setup.pad_id)
         packed = select_groups(tensors, range(len(pairs)), device)
         logps, _ = forward(model, packed)
-        sums = (logps * packed["completion_mask"]).sum(-1).view(len(pairs), len(fields))
-        lengths = packed["completion_lengths"].to(sums.dtype).view(len(pairs), len(fields))
-        ref_c = torch.tensor([p["ref_chosen"] for p in pairs], device=device, dtype=sums.dtype)
-        ref_r = torch.tensor([p["ref_rejected"] for p in pairs], device=device, dtype=sums.dtype)
-        loss_cfg = self.settings.loss
-        out = preference_loss(loss_cfg.name, sums[:, 0], sums[:, 1], ref_c, ref_r,
-                              lengths[:, 0], lengths[:, 1], **loss_cfg.params())
-        loss = out.loss
-        metrics = {"rewards/accuracy": float((out.chosen_rewards > out.rejected_rewards)
-                                             .float().mean()),
-                   "rewards/margin": float((out.chosen_rewards - out.rejected_rewards).mean()),
-                   "pairs": float(len(pairs))}
-        if xpo:
-            exploration = sums[:, 2].mean()
-            loss = loss + self.settings.xpo_alpha * exploration
-            metrics["xpo/ref_sample_logp"] = float(exploration.detach())
+        ref_logps = self.setup.reference.batch_logps(packed)
+        loss, metrics = self.spec.loss(PairInputs(logps, ref_logps, packed["completion_mask"],
+                                                  len(fields)), self.setup.cfg)
         tokens = int(packed["prompt_mask"].sum() + packed["completion_mask"].sum())
         return StepOutput(loss, metrics, tokens=tokens)
 
@@ -233,3 +275,28 @@ class OnlineDPOAlgorithm:
         if metrics:
             metrics["iteration"] = float(self.last_step // self.settings.steps_per_iteration)
         return metrics
+
+
+def train_config(cfg: OnlineConfig) -> TrainConfig:
+    """The Engine's loop: ``iterations × steps_per_iteration`` steps, an evaluation
+    after every iteration."""
+    steps = cfg.online_dpo.steps_per_iteration
+    return TrainConfig.model_validate({**cfg.train.model_dump(),
+                                       "max_steps": cfg.online_dpo.iterations * steps,
+                                       "eval_every": steps})
+
+
+def check(cfg: OnlineConfig) -> None:
+    if cfg.train.max_steps is not None:
+        raise ConfigError("online-dpo sets its length with online_dpo.iterations and "
+                          "online_dpo.steps_per_iteration; remove train.max_steps")
+
+
+ONLINE_DPO = register_online_algorithm(OnlineAlgorithm(
+    name="online-dpo",
+    summary="Iterative DPO: sample pairs from the policy, label with the reward, train on a "
+            "buffer (current, rolling2 or full); optional XPO exploration "
+            "(online_dpo.xpo_alpha).",
+    loss=pair_loss, settings=OnlineDPOSettings, needs_reference=True, kl="none", min_group=2,
+    group_reason="online DPO pairs two samples of a prompt", check=check,
+    train_config=train_config, trainer=OnlineDPOAlgorithm))
