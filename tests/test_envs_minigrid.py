@@ -9,6 +9,7 @@ from collections import deque
 
 import pytest
 
+from prefalign.errors import PrefalignError
 from prefalign.tasks.minigrid import (
     ENVIRONMENTS,
     PERTURBATION_TYPES,
@@ -37,7 +38,6 @@ from prefalign.tasks.minigrid import (
     wilson_interval,
 )
 from prefalign.tasks.minigrid.grammar import COLOURS, OBJECT_TYPES, PICKABLE_TYPES
-from prefalign.errors import PrefalignError
 
 SEEDS = range(10)
 
@@ -419,7 +419,8 @@ def test_wilson_interval_matches_formula(k, n):
 
 
 def _expert_lookup(env_ids, seeds):
-    return {build_prompt(t["context"]): t["expert_subgoal"] for t in generate_traces(env_ids, seeds)}
+    return {build_prompt(t["context"]): t["expert_subgoal"]
+            for t in generate_traces(env_ids, seeds)}
 
 
 def test_evaluate_policy_expert_and_garbage():

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from prefalign.errors import DataError
+from prefalign.rewards import build_reward
+from prefalign.stages.online.prompts import load_prompt_source
 from prefalign.tasks.gsm8k import (
     answers_match,
     completion_answer,
@@ -14,9 +17,6 @@ from prefalign.tasks.gsm8k import (
     load_gsm8k,
     looks_like_gsm8k,
 )
-from prefalign.errors import DataError
-from prefalign.rewards import build_reward
-from prefalign.stages.online.prompts import load_prompt_source
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from prefalign.config.online import RewardSpec
-from prefalign.tasks.minigrid import generate_traces
 from prefalign.errors import DataError
 from prefalign.rewards import REWARDS, available_rewards, build_reward
 from prefalign.stages.online.prompts import check_reward_fields, load_prompt_source
 from prefalign.stages.online.scoring import RewardScorer, prompt_text
+from prefalign.tasks.minigrid import generate_traces
 
 ROW = {"numbers": [3, 5, 7], "target": 22}
 

@@ -8,9 +8,8 @@ import re
 
 import pytest
 
-from prefalign.tasks import load_source
 from prefalign.errors import DataError
-from prefalign.tasks import arithmetic
+from prefalign.tasks import arithmetic, load_source
 
 
 def _is_test_prompt(prompt: str) -> bool:

@@ -84,8 +84,9 @@ def split_records(records: list[dict], fractions: dict[str, float], seed: int,
 
     Record ``r`` goes to split ``j`` when ``c_{j-1} <= h(seed, r[key]) < c_j``,
     where ``c_j`` are the cumulative fractions and ``h`` is ``unit_hash`` of the
-    canonical JSON of ``r[key]`` (or of ``key(r)`` when ``key`` is a content key). Every split named in ``fractions`` is present
-    in the result (possibly empty) and keeps the input order.
+    canonical JSON of ``r[key]`` (or ``key(r)`` when ``key`` is a content key).
+    Every split named in ``fractions`` is present in the result (possibly empty)
+    and keeps the input order.
     """
     _check_fractions(fractions)
     names = list(fractions)

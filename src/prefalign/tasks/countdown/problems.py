@@ -49,6 +49,11 @@ def _apply(operator: str, a: Fraction, b: Fraction) -> Fraction | None:
     return value if value >= 0 and value.denominator == 1 else None
 
 
+def _wrap(text: str) -> str:
+    """A compound sub-expression in parentheses, a single number as it is."""
+    return f"({text})" if " " in text else text
+
+
 def _random_expression(rng: random.Random, values: list[int]) -> tuple[str, Fraction] | None:
     """A random expression over ``values`` (each used once, in this order) with its
     value, or ``None`` when an intermediate is negative, fractional or divides by 0."""
@@ -63,8 +68,7 @@ def _random_expression(rng: random.Random, values: list[int]) -> tuple[str, Frac
     value = _apply(operator, a, b)
     if value is None:
         return None
-    wrap = (lambda text: f"({text})" if " " in text else text)
-    return f"{wrap(left_text)} {operator} {wrap(right_text)}", value
+    return f"{_wrap(left_text)} {operator} {_wrap(right_text)}", value
 
 
 def generate_problems(n: int, seed: int, num_numbers: int = 4, max_number: int = 100,

@@ -225,7 +225,8 @@ def execute(episode: Episode, subgoal_text: str) -> ExecutionResult:
     if not _postcondition(episode, subgoal, plan):
         if episode.over:
             return ExecutionResult(False, FailureType.EPISODE_ENDED, steps,
-                                   f"the episode ended after {steps} of {len(plan.actions)} actions")
+                                   f"the episode ended after {steps} of "
+                                   f"{len(plan.actions)} actions")
         return ExecutionResult(False, FailureType.PRECONDITION_UNMET, steps,
                                "the environment did not carry out the final action")
     remaining_after = len(expert_plan(episode))
@@ -235,4 +236,5 @@ def execute(episode: Episode, subgoal_text: str) -> ExecutionResult:
             f"{plan.description} but the mission did not advance "
             f"({remaining_before} expert subgoals remained before, {remaining_after} after)")
     episode.completed.append(format_subgoal(subgoal))
-    return ExecutionResult(True, None, steps, f"{plan.description} in {steps} action{'' if steps == 1 else 's'}")
+    plural = "" if steps == 1 else "s"
+    return ExecutionResult(True, None, steps, f"{plan.description} in {steps} action{plural}")

@@ -65,9 +65,9 @@ def parse_subgoal(text: str) -> Subgoal:
     """Parse one canonical subgoal, raising ``SubgoalParseError`` with the reason.
 
     Checks, in order: a verb followed by ``(``; the verb is known; a closing
-    ``)``, with no ``(`` before it, that ends the text; the argument count for the verb (``drop`` takes
-    none, the others one); the argument is ``goal`` or ``colour type`` with a
-    known colour and type; the type suits the verb (``pickup`` cannot take a
+    ``)``, with no ``(`` before it, that ends the text; the argument count for
+    the verb (``drop`` takes none, the others one); the argument is ``goal`` or
+    ``colour type`` with a known colour and type; the type suits the verb (``pickup`` cannot take a
     door or the goal, ``open`` takes only a door).
     """
     if not isinstance(text, str):

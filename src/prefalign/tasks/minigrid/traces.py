@@ -133,5 +133,5 @@ def check_split_leakage(splits: Mapping[str, Iterable[Mapping | tuple]]) -> None
         for item in items:
             key = _episode_key(item)
             if owner.setdefault(key, name) != name:
-                raise SplitLeakageError(f"split leakage: episode ({key[0]}, seed {key[1]}) is in both "
-                                f"{owner[key]!r} and {name!r}")
+                raise SplitLeakageError(f"split leakage: episode ({key[0]}, seed {key[1]}) is in "
+                                        f"both {owner[key]!r} and {name!r}")

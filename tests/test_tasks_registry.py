@@ -1,0 +1,87 @@
+"""The task registry and its one source loader: names, typed parameters, clear errors,
+and every source string the configs and the README use."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prefalign.errors import ConfigError, DataError
+from prefalign.rewards import available_rewards, build_reward
+from prefalign.tasks import TASKS, get_task, load_source, passes, source_task, task_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_four_tasks_are_registered_with_their_kinds_and_verifiers():
+    assert task_names() == sorted(TASKS) and {"arithmetic", "countdown", "gsm8k",
+                                              "minigrid"} <= set(TASKS)
+    assert set(get_task("arithmetic").makers) == {"sft", "preference", "prompt"}
+    assert "prompt" in get_task("countdown").makers and get_task("minigrid").pipeline
+    for name in ("arithmetic", "countdown", "gsm8k", "minigrid"):
+        verifier = get_task(name).verifier()
+        assert verifier.required_fields == build_reward(name).required_fields
+        assert name in available_rewards()
+
+
+def test_an_unknown_task_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"did you mean 'countdown'.*arithmetic, countdown"):
+        get_task("countdwn")
+    with pytest.raises(DataError, match="unknown task 'nosuch'.*valid tasks: arithmetic"):
+        load_source("builtin:nosuch?n=3", "prompt")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("countdown:n=three", "parameter 'n' must be an integer, got 'three'"),
+    ("countdown:size=3", "unknown parameter 'size'; valid: n, seed"),
+    ("countdown:style=long", "style must be 'full' or 'short'"),
+    ("countdown:numbers=5", "num_numbers must be 3 or 4"),
+    ("builtin:arithmetic?verbose_share=lots", "'verbose_share' must be a number"),
+    ("builtin:arithmetic?split=dev", "unknown split 'dev'"),
+    ("minigrid:seeds=a-b", "seeds must be 'START-END' or 'SEED'"),
+    ("gsm8k:split=test", "parameter 'path' is required"),
+])
+def test_bad_parameters_are_one_line_naming_the_source(source, message):
+    with pytest.raises(DataError, match=re.escape(message)) as error:
+        load_source(source, "preference" if "verbose_share" in source else "prompt")
+    assert error.value.file == source
+
+
+def test_a_task_without_records_of_a_kind_says_which_it_has():
+    with pytest.raises(DataError, match="task 'minigrid' has no preference records; it has: "
+                                        "prompt"):
+        load_source("minigrid:seeds=0", "preference")
+
+
+def test_both_spellings_of_a_task_source_give_the_same_records():
+    assert load_source("builtin:countdown?n=4&seed=2", "prompt") == \
+        load_source("countdown:n=4&seed=2", "prompt")
+    problems, sft = (load_source("countdown:n=4&seed=2", kind) for kind in ("prompt", "sft"))
+    assert [r["prompt"] for r in sft] == [r["prompt"] for r in problems]
+    verifier = get_task("countdown").verifier()
+    assert all(passes(verifier, s["completion"], p) for s, p in zip(sft, problems))
+
+
+def _config_sources() -> list[str]:
+    sources = []
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+        sources += [data[key] for key in ("train", "eval")
+                    if isinstance(data.get(key), str) and ":" in data[key]
+                    and not data[key].startswith("hf:")]
+    return sources
+
+
+def test_every_task_source_in_the_configs_and_the_readme_still_loads():
+    sources = _config_sources()
+    assert any(s.startswith("countdown:") for s in sources)
+    assert any(s.startswith("builtin:arithmetic") for s in sources)
+    readme = (ROOT / "README.md").read_text()
+    sources += re.findall(r"`(builtin:[^`]+)`", readme)
+    for source in sources:
+        kind = "prompt" if source_task(source).name != "arithmetic" else "sft"
+        small = re.sub(r"n=\d+", "n=5", source)
+        assert load_source(small, kind), source
