@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, GradientAccumulationPlugin
 from transformers import get_scheduler
 
@@ -125,6 +126,16 @@ class _StopOnSigint:
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def _release_precision(mixed_precision: str) -> None:
+    """Let this process's next Accelerator use ``mixed_precision`` even if an earlier
+    one (an earlier stage or test in the same process) used another: accelerate keeps
+    the precision in a process-wide state that refuses to change. The process group
+    (``PartialState``) is kept."""
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def _borrow_no_split_modules(model: torch.nn.Module) -> None:
     """Let FSDP's transformer auto-wrap find the decoder-layer class inside a wrapper
     module (such as ``CompletionLogprobModel``) that does not name it itself."""
@@ -154,6 +165,8 @@ class Engine:
             torch.set_num_threads(cfg.threads)
         self.processes, self.rank = state.num_processes, state.process_index
         self.micro_per_rank = distributed.micro_batches_per_rank(cfg.grad_accum, self.processes)
+        if accelerator is None:
+            _release_precision(cfg.mixed_precision)
         self.accelerator = accelerator or Accelerator(
             cpu=distributed.launched_on_cpu(),
             mixed_precision=cfg.mixed_precision,

@@ -5,30 +5,29 @@ the KL anchor ``z`` is the batch's mean ``π − π_ref`` on *mismatched* pairs
 (each completion scored against the next example's prompt), clamped at 0 and
 detached; the loss is ``prefalign.losses.unpaired.kto_loss``. Ethayarajh et
 al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization",
-arXiv 2402.01306. The mismatched pairs change with the batch, so reference
-log-probs are computed live (adapters disabled under LoRA, or a frozen copy).
+arXiv 2402.01306. The reference (adapters disabled under LoRA, or a frozen
+copy) scores each example once before training when ``reference.precompute``
+(under the training autocast); the mismatched pairs change with the batch, so
+their reference log-probs are computed live.
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 
 import torch
 
 from prefalign.config import KTOConfig
 from prefalign.data.collate import collate_unpaired
-from prefalign.data.split import split_records
-from prefalign.data.tokenize import encode_dataset, encode_unpaired
+from prefalign.data.tokenize import encode_unpaired
 from prefalign.engine.algorithm import StepOutput
-from prefalign.engine.loop import Engine, TrainResult, seed_everything
-from prefalign.log import say
+from prefalign.engine.loop import TrainResult
 from prefalign.losses.unpaired import kto_kl_estimate, kto_loss
-from prefalign.models.load import load_model
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel
-from prefalign.report.curves import plot_training_curves
-from prefalign.stages.common import BatchPlan, fingerprints, load_policy, prepare_run, to_device
-from prefalign.tasks import load_source
+from prefalign.stages.common import BatchPlan, to_device
+from prefalign.stages.lifecycle import Lifecycle
+from prefalign.stages.preference_algorithm import Reference, batch_reference
 
 
 def pairs_to_unpaired(pairs: list[dict]) -> list[dict]:
@@ -54,10 +53,14 @@ def completion_sums(model, batch: dict) -> torch.Tensor:
 
 
 class KTOAlgorithm:
+    """Batches of unpaired examples and the KTO step. An example that carries
+    ``ref_logp`` (precomputed) needs no reference pass for its own reward; the
+    KL anchor's mismatched pairs change with the batch and are scored live."""
+
     def __init__(self, examples, eval_examples, cfg: KTOConfig, pad_id: int,
-                 reference_model: CompletionLogprobModel | None):
+                 reference: Reference):
         self.examples, self.eval_examples = examples, eval_examples
-        self.cfg, self.pad_id, self.reference_model = cfg, pad_id, reference_model
+        self.cfg, self.pad_id, self.reference = cfg, pad_id, reference
         lengths = [len(e["prompt_ids"]) + len(e["completion_ids"]) for e in examples]
         self.plan = BatchPlan(lengths, cfg.train.batch_size, cfg.train.seed,
                               lambda idx: [examples[i] for i in idx])
@@ -68,22 +71,19 @@ class KTOAlgorithm:
     def batch(self, epoch: int, index: int) -> list[dict]:
         return self.plan.batch(epoch, index)
 
-    def _reference(self, model):
-        if self.reference_model is not None:
-            return self.reference_model, contextlib.nullcontext()
-        inner = model.module if hasattr(model, "module") else model
-        return model, inner.reference_context()
-
     def step(self, model, examples: list[dict]) -> StepOutput:
         device = next(model.parameters()).device
         matched = to_device(collate_unpaired(examples, self.pad_id), device)
         shifted = to_device(collate_unpaired(mismatched(examples), self.pad_id), device)
         policy = completion_sums(model, matched)
-        ref_model, ref_context = self._reference(model)
+        ref_model = self.reference.model or model
         with torch.no_grad():
             policy_kl = completion_sums(model, shifted)
-            with ref_context:
-                ref = completion_sums(ref_model, matched)
+            with self.reference.context(model):
+                if all("ref_logp" in e for e in examples):
+                    ref = torch.tensor([e["ref_logp"] for e in examples]).to(policy)
+                else:
+                    ref = completion_sums(ref_model, matched)
                 ref_kl = completion_sums(ref_model, shifted)
         kl = kto_kl_estimate(policy_kl, ref_kl)
         out = kto_loss(policy, ref, matched["labels"], kl, **self.cfg.loss.model_dump())
@@ -109,38 +109,45 @@ class KTOAlgorithm:
                 for k in {k for r in rows for k in r}}
 
 
-def run_kto(cfg: KTOConfig, resume: bool = False) -> TrainResult:
+@torch.no_grad()
+def precompute_reference(life: Lifecycle, reference: Reference, policy, examples: list[dict],
+                         pad_id: int) -> list[dict]:
+    """``examples`` with ``ref_logp`` = log π_ref(y|x), computed once in batches under
+    the training autocast."""
+    model = reference.model or policy
+    device = next(model.parameters()).device
+    size, values = life.cfg.train.batch_size, []
+    was_training = model.training
+    model.eval()
+    with reference.context(policy), life.autocast(device):
+        for start in range(0, len(examples), size):
+            batch = to_device(collate_unpaired(examples[start:start + size], pad_id), device)
+            values.extend(completion_sums(model, batch).float().cpu().tolist())
+    model.train(was_training)
+    return [{**example, "ref_logp": value} for example, value in zip(examples, values)]
+
+
+def run_kto(cfg: KTOConfig, resume: bool = False,
+            on_step_end: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train with KTO; the result lands in ``runs/<name>/final``."""
-    run = prepare_run(cfg, resume)
-    seed_everything(cfg.train.seed)
-    kind = "preference" if cfg.from_pairs else "unpaired"
-    records = load_source(cfg.data.train, kind)
-    held_out = load_source(cfg.data.eval, kind) if cfg.data.eval else []
-    if not cfg.data.eval and cfg.data.eval_fraction > 0:
-        parts = split_records(records, {"train": 1 - cfg.data.eval_fraction,
-                                        "eval": cfg.data.eval_fraction}, cfg.train.seed)
-        records, held_out = parts["train"], parts["eval"]
+    life = Lifecycle(cfg, "kto", resume, on_step_end)
+    life.setup()
+    records, held_out = life.load_data("preference" if cfg.from_pairs else "unpaired")
     if cfg.from_pairs:
         records, held_out = pairs_to_unpaired(records), pairs_to_unpaired(held_out)
-    lm, tokenizer = load_policy(cfg.model)
-    encode_kw = dict(tokenizer=tokenizer, max_length=cfg.data.max_length,
-                     max_prompt_length=cfg.data.max_prompt_length,
-                     truncation=cfg.data.truncation, use_chat_template=cfg.data.use_chat_template)
-    examples, skipped = encode_dataset(records, encode_unpaired, **encode_kw)
-    eval_examples, _ = encode_dataset(held_out, encode_unpaired, **encode_kw)
-    if skipped.skipped:
-        say("kto", skipped.summary())
-    reference_model = None
-    if cfg.model.lora is None or cfg.reference.source == "separate":
-        ref_lm, _ = load_model(cfg.reference.model or cfg.model.name, dtype=cfg.model.dtype)
-        reference_model = CompletionLogprobModel(ref_lm.requires_grad_(False).eval())
-    run.write_manifest(stage="kto", seed=cfg.train.seed, model_source=cfg.model.name,
-                       datasets=fingerprints(train=records, eval=held_out))
-    algorithm = KTOAlgorithm(examples, eval_examples, cfg, tokenizer.pad_token_id,
-                             reference_model)
-    engine = Engine(CompletionLogprobModel(lm), algorithm, cfg.train, run)
-    result = engine.train(resume=resume)
-    if engine.accelerator.is_main_process:
-        save_model(engine.accelerator.unwrap_model(engine.model).lm, tokenizer, run.final)
-        plot_training_curves(run.metrics_path, run.figures / "training.png", ("loss", "kl"))
-    return result
+    models = life.load_models(needs_reference=True)
+    pad_id = models.tokenizer.pad_token_id
+    examples = life.encode(records, encode_unpaired, models.tokenizer)
+    eval_examples = life.encode(held_out, encode_unpaired, models.tokenizer, label="eval")
+    policy = CompletionLogprobModel(models.policy)
+    reference = batch_reference(models.reference)
+    if cfg.reference.precompute:
+        examples = precompute_reference(life, reference, policy, examples, pad_id)
+        eval_examples = precompute_reference(life, reference, policy, eval_examples, pad_id)
+    life.write_manifest({"train": records, "eval": held_out}, train_examples=len(examples),
+                        eval_examples=len(eval_examples), reference=reference.kind)
+    algorithm = KTOAlgorithm(examples, eval_examples, cfg, pad_id, reference)
+    result = life.train(policy, algorithm)
+    lm = life.trained().lm
+    return life.finish(result, save=lambda: save_model(lm, models.tokenizer, life.run.final),
+                       figures=("loss", "kl"))

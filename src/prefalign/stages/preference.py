@@ -23,10 +23,11 @@ from prefalign.eval.verifier import pass_rate
 from prefalign.losses.preference import requires_reference
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel, supports_mask_4d
-from prefalign.stages.lifecycle import Lifecycle, ReferenceModel
+from prefalign.stages.lifecycle import Lifecycle
 from prefalign.stages.preference_algorithm import (
     PreferenceAlgorithm,
     Reference,
+    batch_reference,
     filter_noisy_pairs,
 )
 from prefalign.stages.reference import reference_logps
@@ -44,13 +45,6 @@ def check_config(cfg: PreferenceConfig) -> None:
     if any(fraction > 0 for fraction in _filters(cfg)) and not cfg.reference.precompute:
         raise ConfigError("filter_noisy ranks pairs by their reference margin, computed "
                           "before training: it needs reference.precompute=true")
-
-
-def batch_reference(reference: ReferenceModel) -> Reference:
-    """How a batch gets π_ref from the lifecycle's reference model."""
-    if reference.kind == "separate":
-        return Reference("separate", model=CompletionLogprobModel(reference.lm))
-    return Reference(reference.kind)
 
 
 def precompute(life: Lifecycle, reference: Reference, policy: CompletionLogprobModel,

@@ -23,6 +23,7 @@ from prefalign.engine.algorithm import StepOutput
 from prefalign.losses.preference import preference_loss
 from prefalign.models.token_logprobs import CompletionLogprobModel
 from prefalign.stages.common import BatchPlan, to_device
+from prefalign.stages.lifecycle import ReferenceModel
 from prefalign.stages.reference import ReferenceLogps, pair_logps
 
 
@@ -39,6 +40,13 @@ class Reference:
         if self.kind == "adapter_disabled":
             return _unwrap(policy).reference_context()
         return contextlib.nullcontext()
+
+
+def batch_reference(reference: ReferenceModel) -> Reference:
+    """How a batch gets π_ref from the lifecycle's reference model."""
+    if reference.kind == "separate":
+        return Reference("separate", model=CompletionLogprobModel(reference.lm))
+    return Reference(reference.kind)
 
 
 def _unwrap(model: torch.nn.Module) -> CompletionLogprobModel:
