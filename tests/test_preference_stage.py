@@ -149,3 +149,33 @@ def test_filter_noisy_command_keeps_the_right_pairs(tmp_path, tiny_model_dir, pr
     assert len(kept) == len(original) - 12
     assert all(row in original for row in kept)
     assert "kept 36 of 48" in capsys.readouterr().out
+
+
+def test_filter_noisy_without_precomputed_reference_is_a_clear_error(tmp_path, tiny_model_dir,
+                                                                     preference_file):
+    from prefalign.errors import ConfigError
+
+    cfg = _cfg(tmp_path, tiny_model_dir, preference_file, "noisy", filter_noisy=0.2,
+               reference__precompute=False)
+    with pytest.raises(ConfigError, match="reference.precompute"):
+        run_preference(cfg)
+    assert not (tmp_path / "runs" / "noisy").exists()
+
+
+def test_reference_cache_key_sees_every_weight_and_the_library_versions(monkeypatch):
+    from importlib import metadata
+
+    from prefalign.stages.reference import model_fingerprint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 8))
+    before = model_fingerprint(model)
+    with torch.no_grad():  # swap two interior weights: same sum, same first and last values
+        weight = model[0].weight.view(-1)
+        weight[1000], weight[2000] = weight[2000].clone(), weight[1000].clone()
+    swapped = model_fingerprint(model)
+    assert swapped != before
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "transformers"
+                        else real_version(name))
+    assert model_fingerprint(model) != swapped
