@@ -1,20 +1,19 @@
 """prefalign's DPO step against TRL's ``DPOTrainer`` (the benchmark's peer): the same
-weights and the same batch give the same loss and the same LoRA gradients."""
+weights and the same batch give the same loss and the same LoRA gradients. trl is in
+the ``dev`` extra, so this runs wherever the test suite does (it is never skipped)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
 
-pytest.importorskip("trl")
-from datasets import Dataset  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from trl import DPOConfig, DPOTrainer  # noqa: E402
-
-from prefalign.config import LossConfig  # noqa: E402
-from prefalign.models.token_logprobs import CompletionLogprobModel  # noqa: E402
-from prefalign.stages.preference import PreferenceAlgorithm, Reference  # noqa: E402
+from prefalign.config import LossConfig
+from prefalign.models.token_logprobs import CompletionLogprobModel
+from prefalign.stages.preference import PreferenceAlgorithm, Reference
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ROWS = [
@@ -61,7 +60,8 @@ def _trl_step(model_dir, out_dir):
                 for row in rows]
     weights = {name: param.detach().clone() for name, param in trainer.model.named_parameters()
                if "lora_" in name}
-    return float(loss.detach()), _lora_grads(trainer.model), examples, weights, tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id
+    return float(loss.detach()), _lora_grads(trainer.model), examples, weights, pad_id
 
 
 @pytest.mark.parametrize("prefix_sharing", [True, False])
