@@ -85,3 +85,24 @@ def test_every_task_source_in_the_configs_and_the_readme_still_loads():
         kind = "prompt" if source_task(source).name != "arithmetic" else "sft"
         small = re.sub(r"n=\d+", "n=5", source)
         assert load_source(small, kind), source
+
+
+def test_data_split_on_the_command_line_splits_a_task_source_by_content(tmp_path, monkeypatch,
+                                                                        capsys):
+    import json
+    import sys
+
+    from prefalign.cli import main
+
+    source = "countdown:n=300&seed=0&numbers=3&max_number=9&max_target=20"
+    monkeypatch.setattr(sys, "argv", ["prefalign", "data", "split", source, "--kind", "prompt",
+                                      "--out", str(tmp_path), "--fractions",
+                                      "train=0.7,val=0.3"])
+    main()
+    assert "val:" in capsys.readouterr().out
+    parts = {name: [json.loads(line) for line in (tmp_path / f"{name}.jsonl").open()]
+             for name in ("train", "val")}
+    assert len(parts["train"]) + len(parts["val"]) == 300 and parts["val"]
+    problems = {name: {(tuple(sorted(r["numbers"])), r["target"]) for r in rows}
+                for name, rows in parts.items()}
+    assert not problems["train"] & problems["val"]
