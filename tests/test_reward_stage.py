@@ -14,9 +14,9 @@ from prefalign.data.tokenize import encode_preference
 from prefalign.errors import ConfigError, DataError, ModelError
 from prefalign.models import ScalarHeadModel, load_model
 from prefalign.rewards import RewardModel, build_reward
+from prefalign.rewards.features import last_token_features
 from prefalign.stages.reward import run_reward
 from prefalign.stages.reward_algorithms import FeaturePairs, PairwiseRewardAlgorithm, TokenPairs
-from prefalign.stages.reward_features import last_token_features
 from prefalign.tasks import arithmetic
 
 

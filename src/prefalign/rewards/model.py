@@ -30,7 +30,7 @@ from prefalign.errors import ModelError
 from prefalign.models.heads import HEAD_WEIGHTS, ScalarHeadModel, read_head_config
 from prefalign.rewards.base import RewardFunction, register_reward
 from prefalign.rewards.ensemble import EnsembleScores, ensemble_scores
-from prefalign.stages.reward_features import (
+from prefalign.rewards.features import (
     Tokenization,
     cached_last_token_features,
     encode_responses,

@@ -4,13 +4,15 @@ The reward ``r(x, y) = w·h_last(x ⊕ y) + b`` reads the backbone's final hidde
 state at the last real token (``prefalign.models.ScalarHeadModel``; Ouyang et
 al. 2022, arXiv 2203.02155, §3.5). Three ways to train it (``tuning``):
 ``lora`` (adapters + head), ``full`` (every weight) and ``frozen`` (the head
-alone, on backbone features computed once: ``reward_features.py``). Two
+alone, on backbone features computed once: ``prefalign.rewards.features``). Two
 objectives: pairwise Bradley-Terry on preference pairs and regression on rated
 responses (``reward_algorithms.py``). ``ensemble.k = K`` trains K members with
 seeds ``seed, seed+1, ...`` (initialisation and data order), each in
 ``runs/<name>/member-<i>/``; the saved model in ``runs/<name>/final/`` scores
 with ``mean − λ·std`` (``prefalign.rewards``). The held-out records are written
-to ``runs/<name>/heldout.jsonl`` for ``prefalign eval rm``.
+to ``runs/<name>/heldout.jsonl`` for ``prefalign eval rm``. The run follows the
+stage lifecycle (``lifecycle.py``); the backbone loads through ``load_policy``
+(dropout off unless ``model.dropout``).
 """
 
 from __future__ import annotations
@@ -28,17 +30,25 @@ from prefalign.config import RewardConfig, TrainConfig
 from prefalign.data.load import write_jsonl
 from prefalign.data.tokenize import encode_dataset, encode_preference
 from prefalign.engine.checkpoint import list_checkpoints
-from prefalign.engine.loop import Engine, TrainResult, seed_everything
+from prefalign.engine.loop import TrainResult, seed_everything
 from prefalign.engine.rundir import RunDir, atomic_write_json
 from prefalign.errors import ConfigError, DataError
 from prefalign.eval.rm import pairwise_accuracy, pairwise_metrics, pearson
+from prefalign.log import say
 from prefalign.models.heads import HEAD_CONFIG, ScalarHeadModel
-from prefalign.models.load import load_model, load_tokenizer
+from prefalign.models.load import load_tokenizer
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import supports_mask_4d
 from prefalign.rewards.ensemble import ensemble_scores
+from prefalign.rewards.features import (
+    Tokenization,
+    cached_last_token_features,
+    encode_response,
+    last_token_features,
+)
 from prefalign.rewards.model import write_metadata
-from prefalign.stages.common import fingerprints, load_train_eval, start_run
+from prefalign.stages.common import load_policy
+from prefalign.stages.lifecycle import Lifecycle
 from prefalign.stages.reward_algorithms import (
     FeaturePairs,
     FeatureRated,
@@ -46,12 +56,6 @@ from prefalign.stages.reward_algorithms import (
     RegressionRewardAlgorithm,
     TokenPairs,
     TokenRated,
-)
-from prefalign.stages.reward_features import (
-    Tokenization,
-    cached_last_token_features,
-    encode_response,
-    last_token_features,
 )
 
 RECORD_KIND = {"pairwise": "preference", "regression": "rated"}
@@ -70,15 +74,6 @@ def check_config(cfg: RewardConfig) -> None:
 
 def _member_runs(run: RunDir, k: int) -> list[RunDir]:
     return [run] if k == 1 else [RunDir(run.root / f"member-{i}") for i in range(k)]
-
-
-def prepare_reward_run(cfg: RewardConfig, resume: bool) -> RunDir:
-    """Create the run directory; refuse to overwrite a run in progress, or to resume nothing."""
-    run = RunDir(cfg.run_dir)
-    members = _member_runs(run, cfg.ensemble.k)
-    progress = any(list_checkpoints(m.checkpoints) or (m.root / "done.json").exists()
-                   for m in members)
-    return start_run(run, cfg, resume, progress)
 
 
 def tokenization_of(cfg: RewardConfig) -> Tokenization:
@@ -105,6 +100,7 @@ class Encoded:
 
 def encode_records(cfg: RewardConfig, tokenizer, train: list[dict],
                    held_out: list[dict]) -> Encoded:
+    """Tokenised pairs (pairwise) or rated responses (regression); skips are reported."""
     settings = tokenization_of(cfg)
     if cfg.objective == "pairwise":
         kwargs = {"tokenizer": tokenizer, **settings.to_dict()}
@@ -116,7 +112,7 @@ def encode_records(cfg: RewardConfig, tokenizer, train: list[dict],
     eval_examples, eval_report = encode_dataset(held_out, encode, **kwargs)
     for label, rep in (("train", report), ("eval", eval_report)):
         if rep.skipped:
-            print(f"rm: {label}: {rep.summary()}")
+            say("rm", f"{label}: {rep.summary()}")
     if not examples:
         raise DataError(f"{cfg.data.train}: no usable training records ({report.summary()})")
     return Encoded(examples, eval_examples, report.counts)
@@ -184,18 +180,15 @@ def _token_sources(cfg: RewardConfig, encoded: Encoded, pad_id: int, model) -> t
 
 
 def _load_backbone(cfg: RewardConfig, trainable: bool):
-    """``(causal_lm, ScalarHeadModel, tokenizer)``, with LoRA when tuning=lora."""
-    lora = cfg.model.lora if cfg.tuning == "lora" else None
-    causal_lm, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, lora=lora,
-                                      qlora=cfg.model.qlora)
+    """``(causal_lm, ScalarHeadModel, tokenizer)`` through ``load_policy`` (dropout off
+    unless ``model.dropout``), with LoRA only when tuning=lora."""
+    model_cfg = cfg.model.model_copy(update={
+        "lora": cfg.model.lora if cfg.tuning == "lora" else None,
+        "gradient_checkpointing": cfg.model.gradient_checkpointing and trainable})
+    causal_lm, tokenizer = load_policy(model_cfg)
     model = ScalarHeadModel.from_causal_lm(causal_lm)
     if not trainable:
         model.freeze_backbone()
-    elif cfg.model.gradient_checkpointing:
-        causal_lm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(causal_lm, "enable_input_require_grads"):
-            causal_lm.enable_input_require_grads()
     return causal_lm, model, tokenizer
 
 
@@ -227,9 +220,10 @@ def ensemble_eval(cfg: RewardConfig, member_values: list[list[list[float]]],
             "responses": len(held_out)}
 
 
-def _train_member(cfg: RewardConfig, index: int, member_run: RunDir, final_dir, sources,
-                  frozen: ScalarHeadModel | None, encoded: Encoded, stats, resume: bool,
-                  on_step_end) -> tuple[TrainResult, list | None]:
+def _train_member(life: Lifecycle, index: int, member_run: RunDir, final_dir, sources,
+                  frozen: ScalarHeadModel | None, encoded: Encoded,
+                  stats) -> tuple[TrainResult, list | None]:
+    cfg = life.cfg
     seed = cfg.train.seed + index
     seed_everything(seed)
     train_cfg = TrainConfig.model_validate({**cfg.train.model_dump(), "seed": seed})
@@ -241,18 +235,43 @@ def _train_member(cfg: RewardConfig, index: int, member_run: RunDir, final_dir, 
         trained = model
         sources = _token_sources(cfg, encoded, tokenizer.pad_token_id, model)
     algorithm = _build_algorithm(cfg, sources, seed, stats)
-    engine = Engine(trained, algorithm, train_cfg, member_run, on_step_end=on_step_end)
     has_checkpoint = bool(list_checkpoints(member_run.checkpoints))
-    result = engine.train(resume=resume and has_checkpoint)
-    if frozen is not None:
-        model.save(final_dir)
-    else:
-        save_model(causal_lm, tokenizer, final_dir, scalar_head=model)
+    result = life.train(trained, algorithm, train_cfg, member_run,
+                        resume=life.resume and has_checkpoint)
     values = _eval_values(algorithm)
-    atomic_write_json(member_run.root / "done.json", {"step": result.step,
-                                                      "eval": result.eval_metrics,
-                                                      "eval_values": values})
+
+    def save() -> None:
+        if frozen is not None:
+            model.save(final_dir)
+        else:
+            save_model(causal_lm, tokenizer, final_dir, scalar_head=model)
+        atomic_write_json(member_run.root / "done.json", {"step": result.step,
+                                                          "eval": result.eval_metrics,
+                                                          "eval_values": values})
+
+    life.on_main(save)
     return result, values
+
+
+def _feature_sources(life: Lifecycle, frozen: ScalarHeadModel, pad_id: int,
+                     encoded: Encoded) -> tuple[tuple, FeatureCache]:
+    """Training and held-out sources of cached backbone features (tuning=frozen)."""
+    cfg = life.cfg
+    cache = FeatureCache(frozen, pad_id, cfg.feature_batch_size, cfg.cache_features)
+    if cfg.objective == "pairwise":
+        sources = (cache.pairs(encoded.train, cfg.loss.use_margin),
+                   cache.pairs(encoded.held_out, cfg.loss.use_margin))
+    else:
+        sources = (cache.rated(encoded.train), cache.rated(encoded.held_out))
+    life.say(f"backbone features of {len(encoded.train)} + {len(encoded.held_out)} examples "
+             f"in {cache.seconds:.1f}s ({cache.from_disk} sequences from the feature cache)")
+    return sources, cache
+
+
+def _member_progress(cfg: RewardConfig) -> bool:
+    members = _member_runs(RunDir(cfg.run_dir), cfg.ensemble.k)
+    return any(list_checkpoints(m.checkpoints) or (m.root / "done.json").exists()
+               for m in members)
 
 
 def run_reward(cfg: RewardConfig, resume: bool = False,
@@ -260,12 +279,9 @@ def run_reward(cfg: RewardConfig, resume: bool = False,
     """Train a reward model (or ensemble); the result lands in ``runs/<name>/final``."""
     check_config(cfg)
     started = time.perf_counter()
-    run = prepare_reward_run(cfg, resume)
-    if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
-    kind = RECORD_KIND[cfg.objective]
-    train_records, eval_records = load_train_eval(cfg.data, kind, cfg.train.seed)
+    life = Lifecycle(cfg, "rm", resume, on_step_end)
+    run = life.setup(progress=_member_progress(cfg))
+    train_records, eval_records = life.load_data(RECORD_KIND[cfg.objective])
     frozen = None
     if cfg.tuning == "frozen":
         _, frozen, tokenizer = _load_backbone(cfg, trainable=False)
@@ -275,24 +291,13 @@ def run_reward(cfg: RewardConfig, resume: bool = False,
     stats = score_statistics(encoded.train) if cfg.objective == "regression" else None
     sources, cache = None, None
     if frozen is not None:
-        cache = FeatureCache(frozen, tokenizer.pad_token_id, cfg.feature_batch_size,
-                             cfg.cache_features)
-        if cfg.objective == "pairwise":
-            sources = (cache.pairs(encoded.train, cfg.loss.use_margin),
-                       cache.pairs(encoded.held_out, cfg.loss.use_margin))
-        else:
-            sources = (cache.rated(encoded.train), cache.rated(encoded.held_out))
-        print(f"rm: backbone features of {len(encoded.train)} + {len(encoded.held_out)} "
-              f"examples in {cache.seconds:.1f}s ({cache.from_disk} sequences from the "
-              f"feature cache)")
+        sources, cache = _feature_sources(life, frozen, tokenizer.pad_token_id, encoded)
     if eval_records:
-        write_jsonl(eval_records, run.root / HELD_OUT_FILE)
-    run.write_manifest(stage="rm", seed=cfg.train.seed, model_source=cfg.model.name,
-                       datasets=fingerprints(train=train_records, eval=eval_records),
-                       extra={"train_examples": len(encoded.train),
-                              "eval_examples": len(encoded.held_out),
-                              "skipped": encoded.skipped, "tuning": cfg.tuning,
-                              "objective": cfg.objective, "ensemble_k": cfg.ensemble.k})
+        life.on_main(lambda: write_jsonl(eval_records, run.root / HELD_OUT_FILE))
+    life.write_manifest({"train": train_records, "eval": eval_records},
+                        train_examples=len(encoded.train), eval_examples=len(encoded.held_out),
+                        skipped=encoded.skipped, tuning=cfg.tuning, objective=cfg.objective,
+                        ensemble_k=cfg.ensemble.k)
     k = cfg.ensemble.k
     member_names = ["."] if k == 1 else [f"member-{i}" for i in range(k)]
     result, member_values = TrainResult(step=0), []
@@ -303,20 +308,19 @@ def run_reward(cfg: RewardConfig, resume: bool = False,
         if resume and done.exists() and (final_dir / HEAD_CONFIG).exists():
             member_values.append(json.loads(done.read_text()).get("eval_values"))
             continue
-        result, values = _train_member(cfg, index, member_run, final_dir, sources, frozen,
-                                       encoded, stats, resume, on_step_end)
+        result, values = _train_member(life, index, member_run, final_dir, sources, frozen,
+                                       encoded, stats)
         member_values.append(values)
-    write_metadata(run.final, objective=cfg.objective, tuning=cfg.tuning, members=member_names,
-                   penalty=cfg.ensemble.penalty, tokenization=tokenization_of(cfg),
-                   backbone=cfg.model.name, score_mean=stats[0] if stats else None,
-                   score_std=stats[1] if stats else None)
     metrics = ensemble_eval(cfg, member_values, eval_records_used(encoded, eval_records))
     metrics["train_time_s"] = round(time.perf_counter() - started, 2)
     if cache is not None:
         metrics["feature_time_s"] = round(cache.seconds, 2)
-    result.eval_metrics = metrics
-    atomic_write_json(run.root / "eval.json", metrics)
-    return result
+    metadata = dict(objective=cfg.objective, tuning=cfg.tuning, members=member_names,
+                    penalty=cfg.ensemble.penalty, tokenization=tokenization_of(cfg),
+                    backbone=cfg.model.name, score_mean=stats[0] if stats else None,
+                    score_std=stats[1] if stats else None)
+    return life.finish(result, save=lambda: write_metadata(run.final, **metadata),
+                       figures=("loss",) if k == 1 else (), eval_metrics=metrics)
 
 
 def eval_records_used(encoded: Encoded, eval_records: list[dict]) -> list[dict]:

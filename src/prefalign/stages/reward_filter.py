@@ -21,6 +21,7 @@ from prefalign.config import RewardConfig
 from prefalign.data.load import write_jsonl
 from prefalign.engine.rundir import atomic_write_json
 from prefalign.errors import ConfigError, DataError
+from prefalign.log import say
 from prefalign.rewards.model import RewardModel
 from prefalign.stages.common import load_train_eval
 from prefalign.tasks import load_source
@@ -107,7 +108,7 @@ def run_flywheel(cfg: RewardConfig, cycles: int, keep: float,
                                      root / "data" / f"cycle-{cycle + 1}.jsonl")
             train_count = len(kept)
         summary.append(entry)
-        print(f"rm flywheel: cycle {cycle}: {entry['train_pairs']} training pairs, "
-              f"held-out accuracy {entry['heldout_accuracy']:.4f}")
+        say("rm flywheel", f"cycle {cycle}: {entry['train_pairs']} training pairs, "
+                           f"held-out accuracy {entry['heldout_accuracy']:.4f}")
         atomic_write_json(root / "flywheel.json", summary)
     return summary

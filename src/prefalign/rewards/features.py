@@ -35,6 +35,7 @@ from prefalign.data.tokenize import encode_sft
 from prefalign.engine.progress import TrainingProgress
 from prefalign.errors import DataError
 from prefalign.models.embedded import cache_root
+from prefalign.models.fingerprint import model_fingerprint
 from prefalign.models.heads import ScalarHeadModel
 
 
@@ -128,8 +129,6 @@ def last_token_features(model: ScalarHeadModel, sequences: Sequence[Sequence[int
 
 def features_cache_path(model: ScalarHeadModel, sequences: Sequence[Sequence[int]]) -> Path:
     """``<cache>/reward_features/<weights hash>-<tokens hash>.safetensors``."""
-    from prefalign.stages.reference import model_fingerprint
-
     digest = hashlib.sha256()
     for sequence in sequences:
         digest.update(json.dumps(list(sequence)).encode())
