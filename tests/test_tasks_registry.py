@@ -106,3 +106,18 @@ def test_data_split_on_the_command_line_splits_a_task_source_by_content(tmp_path
     problems = {name: {(tuple(sorted(r["numbers"])), r["target"]) for r in rows}
                 for name, rows in parts.items()}
     assert not problems["train"] & problems["val"]
+
+
+def test_task_metrics_classify_completions():
+    row = {"numbers": [3, 5, 7], "target": 5}
+    completions = ["<answer>7 - 5 + 3</answer>", "<answer>3 - 5 + 7</answer>",
+                   "<answer>3 + 3</answer>", "<answer>9</answer>", "<answer>3 +</answer>",
+                   "no tags", "<answer>3 + 5</answer>", "<answer>7 + 5 - 3</answer>"]
+    shares = get_task("countdown").metrics([row] * 8, completions)
+    assert shares == {"outcome/correct": 1 / 8, "outcome/rules": 1 / 8,
+                      "outcome/numbers": 2 / 8, "outcome/malformed": 1 / 8,
+                      "outcome/no_answer": 1 / 8, "outcome/value": 2 / 8}
+    records = load_source("minigrid:seeds=0", "prompt")[:2]
+    grid = get_task("minigrid").metrics(records, [records[0]["expert_subgoal"], "dance()"])
+    assert grid["outcome/success"] == 0.5 and grid["outcome/parse_error"] == 0.5
+    assert sum(grid.values()) == 1.0

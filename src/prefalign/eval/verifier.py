@@ -23,7 +23,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 def pass_rate(lm, tokenizer, records: list[dict], verifier: str, *, max_new_tokens: int = 8,
               batch_size: int = 16, use_chat_template: bool = True) -> dict:
     """Greedy-generate for each record's prompt and check it with the verifier of task
-    ``verifier`` (strict: partial credit fails); the rate with a 95% interval."""
+    ``verifier`` (strict: partial credit fails); the rate with a 95% interval, and the
+    task's own metrics of the completions under ``metrics`` when it has some."""
     task = get_task(verifier)
     if task.verifier is None:
         raise ConfigError(f"task '{verifier}' has no verifier")
@@ -33,7 +34,8 @@ def pass_rate(lm, tokenizer, records: list[dict], verifier: str, *, max_new_toke
                            use_chat_template=use_chat_template)
     passed = [passes(check, c, r) for c, r in zip(completions, records)]
     low, high = wilson_interval(sum(passed), len(passed))
+    metrics = task.metrics(records, completions) if task.metrics is not None else {}
+    examples = [{"prompt": str(r["prompt"]), "completion": c, "ok": ok}
+                for r, c, ok in list(zip(records, completions, passed))[:5]]
     return {"pass_rate": sum(passed) / max(len(passed), 1), "ci_low": low, "ci_high": high,
-            "n": len(passed), "examples": [{"prompt": str(r["prompt"]), "completion": c, "ok": ok}
-                                           for r, c, ok in list(zip(records, completions,
-                                                                    passed))[:5]]}
+            "n": len(passed), "metrics": metrics, "examples": examples}

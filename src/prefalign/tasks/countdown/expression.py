@@ -37,14 +37,21 @@ def extract_answer(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+OUTCOMES = ("correct", "malformed", "numbers", "rules", "value")
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     """``correct`` only if the expression is valid and equals the target; ``well_formed``
-    when it at least tokenizes and parses; ``reason`` says what was found."""
+    when it at least tokenizes and parses; ``reason`` says what was found; ``outcome``
+    is its class: ``correct``, ``malformed`` (too long, or does not parse), ``numbers``
+    (a number not given or used too often), ``rules`` (division by zero, a negative or
+    fractional intermediate) or ``value`` (a valid expression, another value)."""
 
     correct: bool
     reason: str
     well_formed: bool = False
+    outcome: str = "malformed"
 
 
 class _Malformed(Exception):
@@ -176,12 +183,14 @@ def verify(expression: str, numbers: list[int], target: int) -> VerifyResult:
     for number, count in sorted(used.items()):
         if number not in available:
             return VerifyResult(False, f"uses {number}, which is not among the given numbers",
-                                well_formed=True)
+                                well_formed=True, outcome="numbers")
         if count > available[number]:
             return VerifyResult(False, f"uses the number {number} {count} times but it is "
-                                       f"given {available[number]} time(s)", well_formed=True)
+                                       f"given {available[number]} time(s)", well_formed=True,
+                                outcome="numbers")
     if parser.violation is not None:
-        return VerifyResult(False, parser.violation, well_formed=True)
+        return VerifyResult(False, parser.violation, well_formed=True, outcome="rules")
     if value != target:
-        return VerifyResult(False, f"evaluates to {value}, not {target}", well_formed=True)
-    return VerifyResult(True, "correct", well_formed=True)
+        return VerifyResult(False, f"evaluates to {value}, not {target}", well_formed=True,
+                            outcome="value")
+    return VerifyResult(True, "correct", well_formed=True, outcome="correct")

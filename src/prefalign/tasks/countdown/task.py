@@ -1,4 +1,4 @@
-"""The Countdown task: prompt and SFT records, content key, verifier.
+"""The Countdown task: prompt and SFT records, content key, verifier, outcome shares.
 
 Source: ``countdown:n=1000&seed=0&numbers=3&max_number=20&max_target=100&style=full``
 (every key optional; ``style=short`` states the problem in one line, with the
@@ -17,7 +17,7 @@ from collections import Counter
 
 from prefalign.errors import ConfigError
 from prefalign.tasks.base import Task, prompt_key
-from prefalign.tasks.countdown.expression import extract_answer, verify
+from prefalign.tasks.countdown.expression import OUTCOMES, extract_answer, verify
 from prefalign.tasks.countdown.problems import countdown_short_prompt, generate_problems
 from prefalign.tasks.registry import register_task
 
@@ -95,10 +95,24 @@ def countdown_verifier(format_credit: float = 0.1,
     return CountdownVerifier(format_credit, numbers_credit)
 
 
+def outcome_shares(records: list[dict], completions: list[str]) -> dict:
+    """The share of completions per outcome: ``no_answer`` (no ``<answer>``) or the
+    verifier's class (``correct``, ``malformed``, ``numbers``, ``rules``, ``value``)."""
+    counts = dict.fromkeys(("no_answer", *OUTCOMES), 0)
+    for record, completion in zip(records, completions):
+        answer = extract_answer(completion)
+        outcome = "no_answer" if answer is None else verify(
+            answer, [int(n) for n in record["numbers"]], int(record["target"])).outcome
+        counts[outcome] += 1
+    total = max(len(completions), 1)
+    return {f"outcome/{name}": count / total for name, count in counts.items()}
+
+
 TASK = register_task(Task(
     name="countdown",
     makers={"prompt": prompt_records, "sft": sft_records},
     content_key=content_key,
     verifier=countdown_verifier,
+    metrics=outcome_shares,
     description="reach a target from given numbers with + - * / (classic rules)",
 ))

@@ -1,4 +1,4 @@
-"""The MiniGrid subgoal task: prompt records, content key, verifier, metrics.
+"""The MiniGrid subgoal task: prompt records, content key, verifier, failure shares.
 
 Source: ``minigrid:env=MiniGrid-DoorKey-5x5-v0,BabyAI-GoToLocalS6N2-v0&seeds=0-99``
 — one prompt per expert decision state, with ``env_id``, ``seed``, ``step`` and
@@ -49,6 +49,22 @@ def _expert_states(env_id: str, seed: int):
     return expert_rollout(env_id, seed)
 
 
+def _episode_at(record: dict):
+    """A copy of the episode in the record's state: the expert replayed on episode
+    (``env_id``, ``seed``) for ``step`` subgoals."""
+    env_id, seed, step = str(record["env_id"]), int(record["seed"]), int(record["step"])
+    states = _expert_states(env_id, seed)
+    if states is None or not 0 <= step < len(states):
+        raise DataError(f"minigrid verifier: episode ({env_id}, seed {seed}) has no expert "
+                        f"state at step {step}", field="step")
+    return states[step].episode.copy()
+
+
+def _first_line(completion: str) -> str:
+    lines = completion.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
 def _check_credit(credit: float) -> None:
     if not 0.0 <= credit < 1.0:
         raise ValueError(f"format_credit must be in [0, 1), got {credit}")
@@ -71,14 +87,8 @@ class MiniGridVerifier:
         from prefalign.tasks.minigrid.executor import execute
         from prefalign.tasks.minigrid.grammar import SubgoalParseError, parse_subgoal
 
-        env_id, seed, step = str(record["env_id"]), int(record["seed"]), int(record["step"])
-        states = _expert_states(env_id, seed)
-        if states is None or not 0 <= step < len(states):
-            raise DataError(f"minigrid verifier: episode ({env_id}, seed {seed}) has no expert "
-                            f"state at step {step}", field="step")
-        lines = completion.strip().splitlines()
-        subgoal = lines[0].strip() if lines else ""
-        if execute(states[step].episode.copy(), subgoal).success:
+        subgoal = _first_line(completion)
+        if execute(_episode_at(record), subgoal).success:
             return 1.0
         try:
             parse_subgoal(subgoal)
@@ -92,11 +102,26 @@ def minigrid_verifier(format_credit: float = 0.0) -> MiniGridVerifier:
     return MiniGridVerifier(format_credit)
 
 
+def failure_shares(records: list[dict], completions: list[str]) -> dict:
+    """The share of completions that succeed, and that fail per failure type of the
+    execution contract (``parse_error``, ``no_such_object``, ``unreachable``, ...)."""
+    from prefalign.tasks.minigrid.executor import execute
+    from prefalign.tasks.minigrid.metrics import ERROR_NAMES
+
+    counts = dict.fromkeys(("success", *ERROR_NAMES.values()), 0)
+    for record, completion in zip(records, completions):
+        result = execute(_episode_at(record), _first_line(completion))
+        counts["success" if result.success else ERROR_NAMES[result.failure]] += 1
+    total = max(len(completions), 1)
+    return {f"outcome/{name}": count / total for name, count in counts.items()}
+
+
 TASK = register_task(Task(
     name="minigrid",
     makers={"prompt": prompt_records},
     content_key=prompt_key,
     verifier=minigrid_verifier,
+    metrics=failure_shares,
     pipeline="minigrid",
     description="MiniGrid/BabyAI: propose the next subgoal for a textual state",
 ))
