@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -36,3 +37,21 @@ def test_kto_trains_from_pairs(tmp_path, tiny_model_dir, preference_file, lora):
     assert rows[0]["loss"] == pytest.approx(0.5, abs=1e-6)
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert "loss" in result.eval_metrics
+
+
+def test_kto_honours_max_examples_and_the_leakage_check(tmp_path, tiny_model_dir,
+                                                        preference_file):
+    from prefalign.errors import PrefalignError
+
+    raw = {"name": "kto-capped", "output_dir": str(tmp_path), "from_pairs": True,
+           "model": {"name": str(tiny_model_dir), "lora": {"r": 4}},
+           "data": {"train": str(preference_file), "eval_fraction": 0.25, "max_length": 48,
+                    "max_prompt_length": 32, "max_examples": 10},
+           "train": {"max_steps": 1, "batch_size": 4, "save_every": 0, "threads": 1}}
+    run_kto(KTOConfig.model_validate(raw))
+    manifest = json.loads((tmp_path / "kto-capped" / "manifest.json").read_text())
+    assert manifest["train_examples"] == 20  # 10 pairs, two rows each
+    leaky = {**raw, "name": "kto-leaky",
+             "data": {**raw["data"], "eval": str(preference_file), "max_examples": None}}
+    with pytest.raises(PrefalignError, match="more than one split"):
+        run_kto(KTOConfig.model_validate(leaky))
