@@ -36,6 +36,6 @@ trap 'rm -f "$pins"' EXIT
 if [ "$CONSTRAINTS" != none ]; then
   grep -v -i '^torch==' "$CONSTRAINTS" >"$pins"
 fi
-python -c "import torch; print('torch==' + torch.__version__)" >>"$pins"
+python -c "from importlib.metadata import version; print('torch==' + version('torch'))" >>"$pins"
 python -m pip install --quiet -c "$pins" -e ".[${EXTRAS}]"
 python -c "import torch, prefalign; print(f'prefalign {prefalign.__version__} ready (torch {torch.__version__}, cuda={torch.cuda.is_available()})')"
