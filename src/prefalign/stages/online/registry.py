@@ -57,7 +57,8 @@ class OnlineAlgorithm:
     (``group_reason`` says why). ``check``: its own cross-field rules (default: a
     rollout splits into whole minibatches). ``train_config``: the Engine's loop
     settings (default ``cfg.train``). ``trainer``: an Engine algorithm class built as
-    ``trainer(setup, spec)`` (default the rollout machinery).
+    ``trainer(setup, spec)`` (default the rollout machinery). ``config_key``: the
+    key of its section when not derived from the name.
     """
 
     name: str
@@ -73,11 +74,14 @@ class OnlineAlgorithm:
     check: Callable[[OnlineConfig], None] | None = None
     train_config: Callable[[OnlineConfig], TrainConfig] | None = None
     trainer: Callable[..., Any] | None = None
+    config_key: str | None = None
 
     @property
     def section(self) -> str | None:
-        """The config key of its settings: the name with ``-`` as ``_``."""
-        return self.name.replace("-", "_") if self.settings is not None else None
+        """The config key of its settings: ``config_key``, or the name with ``-`` as ``_``."""
+        if self.settings is None:
+            return None
+        return self.config_key or self.name.replace("-", "_")
 
     def help(self) -> str:
         """The command's help: the summary and where the KL anchor goes."""
