@@ -157,7 +157,7 @@ def _setup_lines(root: Path) -> list[str]:
     def tuning(section: dict) -> str:
         return "LoRA" if section["lora"] else "a full fine-tune"
 
-    beta = f" (beta {dpo['loss']['beta']})" if dpo["loss"]["beta"] is not None else ""
+    beta = f" (beta {dpo['loss']['beta']})" if dpo["loss"].get("beta") is not None else ""
     return [f"Setup: base model `{cfg['model']}`; {cfg['data']['prompt_style']} prompts "
             f"{'with' if cfg['use_chat_template'] else 'without'} the chat template; SFT "
             f"with {tuning(sft)} at lr {sft['train']['lr']}; {dpo['loss']['name']}{beta} with "
