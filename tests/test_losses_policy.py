@@ -7,13 +7,20 @@ import math
 import pytest
 import torch
 
-from prefalign.losses.kl import AdaptiveKLController, FixedKLController, kl_penalty
+from prefalign.losses.kl import (
+    AdaptiveKLController,
+    FixedKLController,
+    kl_penalty,
+    token_kl_term,
+)
 from prefalign.losses.policy import (
     gae,
     grpo_advantages,
     masked_mean,
     masked_whiten,
     policy_clip_loss,
+    reduce_tokens,
+    reward_to_go,
     rloo_advantages,
     value_loss,
 )
@@ -229,3 +236,56 @@ def test_masked_mean_and_whiten():
     expected = [[(1 - 3) / std, (2 - 3) / std, 0.0], [(3 - 3) / std, 0.0, (6 - 3) / std]]
     torch.testing.assert_close(whitened, torch.tensor(expected, dtype=torch.float64),
                                rtol=1e-6, atol=1e-8)
+
+
+def test_constant_reduction_divides_by_batch_size_and_generation_budget():
+    """Dr. GRPO: Σ over tokens / (B · L), L the budget, not the batch's longest answer."""
+    per_token = torch.randn(3, 4, generator=torch.Generator().manual_seed(3),
+                            dtype=torch.float64)
+    mask = right_padded_mask([4, 1, 0], 4)
+    total = sum(per_token[b, t].item() for b in range(3) for t in range(4) if mask[b, t])
+    got = reduce_tokens(per_token, mask, "constant", max_length=10)
+    assert got.item() == pytest.approx(total / (3 * 10), rel=1e-12)
+    with pytest.raises(ValueError, match="max_length"):
+        reduce_tokens(per_token, mask, "constant")
+    logp = per_token.clone().requires_grad_(True)
+    old, advantages = per_token.detach() - 0.05, torch.tensor([1.0, -2.0, 0.5],
+                                                              dtype=torch.float64)
+    loss, _ = policy_clip_loss(logp, old, advantages, mask, 0.2, None, "constant", 10)
+    want = 0.0
+    for b in range(3):
+        for t in range(4):
+            if mask[b, t]:
+                ratio = math.exp(0.05)
+                a = advantages[b].item()
+                want += -min(ratio * a, min(max(ratio, 0.8), 1.2) * a)
+    assert loss.item() == pytest.approx(want / 30, rel=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["token", "sequence", "constant"])
+def test_kl_term_of_the_loss_follows_the_policy_reduction(reduction):
+    logp = torch.randn(3, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ref = logp + 0.3 * torch.randn(3, 5, generator=torch.Generator().manual_seed(5),
+                                   dtype=torch.float64)
+    lengths = [5, 2, 1]
+    mask = right_padded_mask(lengths, 5)
+    k3 = [[math.exp(ref[b, t].item() - logp[b, t].item()) - (ref[b, t].item()
+           - logp[b, t].item()) - 1 for t in range(lengths[b])] for b in range(3)]
+    want = {"token": sum(map(sum, k3)) / sum(lengths),
+            "sequence": sum(sum(row) / len(row) for row in k3) / 3,
+            "constant": sum(map(sum, k3)) / (3 * 8)}[reduction]
+    got = token_kl_term(logp, ref, mask, "k3", reduction, max_length=8)
+    assert got.item() == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_reward_to_go_skips_padding(gamma):
+    rewards = torch.randn(2, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 1, 1, 1, 1]])
+    got = reward_to_go(rewards, mask, gamma)
+    for b in range(2):
+        valid = [t for t in range(5) if mask[b, t]]
+        for k, t in enumerate(valid):
+            want = sum(gamma ** j * rewards[b, s].item() for j, s in enumerate(valid[k:]))
+            assert got[b, t].item() == pytest.approx(want, rel=1e-12)
+        assert all(got[b, t].item() == 0 for t in range(5) if not mask[b, t])
