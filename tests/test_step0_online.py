@@ -15,8 +15,7 @@ import torch
 
 from prefalign.models.tiny import save_tiny_model
 from prefalign.rewards import register_reward
-from prefalign.stages.online import get_online_algorithm, load_online_config, run_online
-from prefalign.stages.online import registry
+from prefalign.stages.online import get_online_algorithm, load_online_config, registry, run_online
 
 
 class DistinctCharacters:
