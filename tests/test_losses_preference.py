@@ -265,7 +265,10 @@ def test_loss_config_keys_come_from_the_signatures():
     from prefalign.config import LossConfig, PhaseConfig
     from prefalign.losses.preference import loss_parameter_table
 
+    from prefalign.config.loss_table import BUILTIN_LOSS_PARAMETERS
+
     table = loss_parameter_table()
+    assert table == BUILTIN_LOSS_PARAMETERS  # the torch-free copy --help reads
     for name, defaults in DEFAULTS.items():
         assert {key: table[key][name][0] for key in defaults} == defaults
         assert LossConfig(name=name, **defaults).params() == defaults

@@ -14,12 +14,12 @@ from prefalign.config import KTOConfig, PreferenceConfig, SFTConfig, load_config
 
 
 def loss_epilog() -> str:
-    """Help lines for the parameters of every registered preference loss (``loss.<key>``),
-    read from the losses' signatures."""
-    from prefalign.losses.preference import loss_parameter_table
+    """Help lines for the parameters of the built-in preference losses (``loss.<key>``),
+    from the torch-free copy of their signatures (``prefalign.config.loss_table``)."""
+    from prefalign.config.loss_table import BUILTIN_LOSS_PARAMETERS
 
     lines = ["Loss parameters (loss.<key>=value; each loss's default after 'default'):\n\n"]
-    for key, per_loss in loss_parameter_table().items():
+    for key, per_loss in BUILTIN_LOSS_PARAMETERS.items():
         defaults = ", ".join(f"{name} {default!r}" for name, (default, _) in per_loss.items())
         description = next((text for _, text in per_loss.values() if text), "")
         lines.append(f"  loss.{key} (default {defaults}): {description}\n\n")
