@@ -105,3 +105,14 @@ def test_online_dpo_honours_average_log_prob():
         rejected = -0.5 - -1.0
         want = -math.log(1 / (1 + math.exp(-0.5 * (chosen - rejected))))
         assert loss.item() == pytest.approx(want, rel=1e-12)
+
+
+def test_held_out_kl_refuses_sides_at_another_temperature():
+    from prefalign.eval.policy import EvalSettings, PolicyEvaluator, PolicySide
+
+    evaluator = PolicyEvaluator([{"prompt": "p"}], [[5, 6]], None, None,
+                                EvalSettings(kl_temperature=0.7), 0, str)
+    policy = PolicySide(lambda *a: [], lambda t: torch.zeros(1, 1), temperature=1.0)
+    reference = PolicySide(lambda *a: [], lambda t: torch.zeros(1, 1), temperature=0.7)
+    with pytest.raises(ValueError, match="sampling temperature 0.7"):
+        evaluator._kl(policy, reference)
