@@ -10,11 +10,17 @@ import pytest
 import yaml
 
 from prefalign.cli import main
-from prefalign.config import PipelineConfig, load_config
 from prefalign.errors import ConfigError
 from prefalign.eval.minigrid import COMPACT_INSTRUCTION
-from prefalign.pipeline import MissingStageOutput, plan_stages, run_pipeline, stage_fingerprints
-from prefalign.pipeline.minigrid_data import sample_per_environment
+from prefalign.pipeline import (
+    MissingStageOutput,
+    load_pipeline_config,
+    plan_stages,
+    run_pipeline,
+    stage_fingerprints,
+)
+from prefalign.pipeline.minigrid import MinigridPipelineConfig
+from prefalign.pipeline.minigrid.data import sample_per_environment
 from prefalign.pipeline.runner import check_inputs
 from prefalign.tasks.minigrid import build_prompt, generate_traces
 
@@ -46,23 +52,23 @@ def test_unknown_environment_is_a_config_error(tmp_path):
     path = write_config(tmp_path, {"data": {"environments": ["MiniGrid-Nope-v0"]}})
     with pytest.raises(ConfigError, match="unknown environment 'MiniGrid-Nope-v0'; supported: "
                                           "MiniGrid-DoorKey-5x5-v0"):
-        load_config(PipelineConfig, path)
+        load_pipeline_config(path)
 
 
 def test_unknown_stage_is_a_config_error(tmp_path):
     path = write_config(tmp_path, {"stages": ["data", "sft", "ppo"]})
     with pytest.raises(ConfigError, match="unknown stage 'ppo'; stages are data, sft, dpo, "
                                           "rm, eval, report"):
-        load_config(PipelineConfig, path)
+        load_pipeline_config(path)
 
 
 def test_stages_out_of_order_are_refused():
     with pytest.raises(ConfigError, match="must keep the order"):
-        load_config(PipelineConfig, overrides=["stages=[sft,data]"])
+        load_pipeline_config(overrides=["stages=[sft,data]"])
 
 
 def test_unknown_from_stage_is_a_config_error(tmp_path):
-    cfg = PipelineConfig(output_dir=str(tmp_path), stages=["data", "sft"])
+    cfg = MinigridPipelineConfig(output_dir=str(tmp_path), stages=["data", "sft"])
     with pytest.raises(ConfigError, match="--from dpo: not a stage of this pipeline"):
         plan_stages(cfg, cfg.run_dir, {}, from_stage="dpo")
 
@@ -94,7 +100,7 @@ def test_cli_reports_missing_stage_output_in_one_line(monkeypatch, capsys, tmp_p
 
 
 def test_missing_stage_output_names_the_stage_and_path(tmp_path):
-    cfg = PipelineConfig(output_dir=str(tmp_path), stages=["dpo"])
+    cfg = MinigridPipelineConfig(output_dir=str(tmp_path), stages=["dpo"])
     to_run, _ = plan_stages(cfg, cfg.run_dir, {})
     with pytest.raises(MissingStageOutput) as error:
         check_inputs(cfg, cfg.run_dir, to_run)
@@ -108,7 +114,7 @@ def test_missing_stage_output_names_the_stage_and_path(tmp_path):
 
 
 def test_best_of_n_needs_the_reward_model(tmp_path):
-    cfg = load_config(PipelineConfig, overrides=[f"output_dir={tmp_path}", "stages=[eval]",
+    cfg = load_pipeline_config(overrides=[f"output_dir={tmp_path}", "stages=[eval]",
                                                  "eval.policies=[dpo,dpo_best_of_n]"])
     (cfg.run_dir / "dpo" / "final").mkdir(parents=True)
     (cfg.run_dir / "dpo" / "final" / "adapter_config.json").write_text("{}")
@@ -122,18 +128,18 @@ def test_best_of_n_needs_the_reward_model(tmp_path):
 # -- planning ----------------------------------------------------------------------------
 
 def test_fingerprints_follow_the_dependencies():
-    base = PipelineConfig()
+    base = MinigridPipelineConfig()
     prints = stage_fingerprints(base)
-    changed_eval = stage_fingerprints(load_config(PipelineConfig, overrides=["eval.step_budget=5"]))
+    changed_eval = stage_fingerprints(load_pipeline_config(overrides=["eval.step_budget=5"]))
     assert [s for s in prints if prints[s] != changed_eval[s]] == ["eval", "report"]
-    changed_dpo = stage_fingerprints(load_config(PipelineConfig, overrides=["dpo.loss.beta=0.3"]))
+    changed_dpo = stage_fingerprints(load_pipeline_config(overrides=["dpo.loss.beta=0.3"]))
     assert [s for s in prints if prints[s] != changed_dpo[s]] == ["dpo", "rm", "eval", "report"]
-    changed_data = stage_fingerprints(load_config(PipelineConfig, overrides=["data.train_seeds=9"]))
+    changed_data = stage_fingerprints(load_pipeline_config(overrides=["data.train_seeds=9"]))
     assert [s for s in prints if prints[s] == changed_data[s]] == []
     # the base model only matters to SFT and to the base policy's evaluation
-    without_base = stage_fingerprints(load_config(PipelineConfig, overrides=[
+    without_base = stage_fingerprints(load_pipeline_config(overrides=[
         "eval.policies=[sft,dpo]", "model=tiny"]))
-    with_base = stage_fingerprints(load_config(PipelineConfig, overrides=[
+    with_base = stage_fingerprints(load_pipeline_config(overrides=[
         "eval.policies=[sft,dpo]"]))
     assert without_base["data"] == with_base["data"]
     assert without_base["sft"] != with_base["sft"]
@@ -142,8 +148,8 @@ def test_fingerprints_follow_the_dependencies():
 # -- data ----------------------------------------------------------------------------------
 
 def test_data_stage_excludes_held_out_states(tmp_path):
-    from prefalign.config.pipeline import MinigridDataConfig
-    from prefalign.pipeline.minigrid_data import build_minigrid_data
+    from prefalign.pipeline.minigrid.config import MinigridDataConfig
+    from prefalign.pipeline.minigrid.data import build_minigrid_data
 
     cfg = MinigridDataConfig(environments=["MiniGrid-DoorKey-5x5-v0"], train_seeds=30,
                              validation_seeds=3, test_seeds=5, max_pairs=40)
@@ -178,7 +184,7 @@ def test_data_stage_excludes_held_out_states(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir):
     tmp_path = tmp_path_factory.mktemp("pipeline")
-    cfg = PipelineConfig.model_validate(tiny_config(tmp_path, tiny_model_dir))
+    cfg = MinigridPipelineConfig.model_validate(tiny_config(tmp_path, tiny_model_dir))
     result = run_pipeline(cfg)
     return cfg, result
 
@@ -264,3 +270,83 @@ def test_per_environment_pair_sampling_gives_equal_shares_smallest_first():
     assert len(odd) == 64 and sum(r["metadata"]["env_id"] == "small" for r in odd) == 5
     assert sample_per_environment(records, 500, seed=0) == records
     assert sample_per_environment(records, None, seed=0) == records
+
+
+# -- which pipeline a file is for; a pipeline declared in this file ---------------------------
+
+def test_shipped_configs_are_minigrid_configs_without_a_pipeline_key():
+    for name in ("minigrid.yaml", "minigrid-quick.yaml"):
+        path = Path(__file__).resolve().parents[1] / "configs" / name
+        assert "pipeline" not in yaml.safe_load(path.read_text())
+        cfg = load_pipeline_config(path)
+        assert isinstance(cfg, MinigridPipelineConfig) and cfg.pipeline == "minigrid"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("pipeline=nope", "unknown pipeline 'nope'; pipelines: "),
+    ("task=arithmetic", "task 'arithmetic' has no pipeline"),
+    ("task=nope", "unknown task 'nope'"),
+])
+def test_a_file_for_no_pipeline_is_a_config_error(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_pipeline_config(overrides=[override])
+
+
+def test_a_task_names_its_pipeline():
+    from prefalign.pipeline import PIPELINES, get_pipeline
+    from prefalign.tasks import TASKS, task_names
+
+    assert isinstance(load_pipeline_config(overrides=["task=minigrid"]), MinigridPipelineConfig)
+    named = {TASKS[name].pipeline for name in task_names()} - {None}
+    assert named and all(get_pipeline(name).name == name for name in named)
+    assert named <= set(PIPELINES)
+
+
+def _toy_pipeline():
+    """Two stages: 'make' writes ``count`` lines, 'total' counts them."""
+    from typing import ClassVar
+
+    from pydantic import Field
+
+    from prefalign.config import StrictModel
+    from prefalign.config.pipeline import PipelineConfig
+    from prefalign.pipeline import Artifact, Pipeline, Stage, register_pipeline
+
+    class MakeSection(StrictModel):
+        count: int = Field(3, gt=0)
+
+    class ToyConfig(PipelineConfig):
+        STAGE_ORDER: ClassVar[tuple[str, ...]] = ("make", "total")
+        make: MakeSection = Field(default_factory=MakeSection)
+
+    def make(ctx):
+        ctx.path("lines").parent.mkdir(parents=True, exist_ok=True)
+        ctx.path("lines").write_text("x\n" * ctx.cfg.make.count)
+        return {"lines": ctx.cfg.make.count}
+
+    def total(ctx):
+        ctx.path("total").write_text(str(len(ctx.path("lines").read_text().splitlines())))
+        return {}
+
+    return register_pipeline(Pipeline(
+        name="toy_lines", config=ToyConfig,
+        stages=(Stage("make", ("make",), lambda cfg: [], ("lines",), ("make",), make),
+                Stage("total", (), lambda cfg: ["lines"], ("total",), ("total.txt",), total)),
+        artifacts=(Artifact("lines", "make/lines.txt", "make", "the lines"),
+                   Artifact("total", "total.txt", "total", "the count"))))
+
+
+def test_a_pipeline_declared_outside_the_package_runs_and_resumes(tmp_path):
+    _toy_pipeline()
+    path = write_config(tmp_path, {"pipeline": "toy_lines", "name": "toy",
+                                   "output_dir": str(tmp_path / "runs"), "make": {"count": 4}})
+    cfg = load_pipeline_config(path)
+    assert list(run_pipeline(cfg).ran) == ["make", "total"]
+    assert (cfg.run_dir / "total.txt").read_text() == "4"
+    assert run_pipeline(cfg).skipped == ["make", "total"]
+    changed = load_pipeline_config(path, ["make.count=2"])
+    assert list(run_pipeline(changed).ran) == ["make", "total"]
+    assert (cfg.run_dir / "total.txt").read_text() == "2"
+    assert list(run_pipeline(changed, from_stage="total").ran) == ["total"]
+    with pytest.raises(ConfigError, match="unknown stage 'dpo'; stages are make, total"):
+        load_pipeline_config(path, ["stages=[make,dpo]"])

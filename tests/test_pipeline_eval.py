@@ -18,7 +18,7 @@ from prefalign.eval.minigrid import (
     sample_completions,
 )
 from prefalign.models.load import load_model
-from prefalign.report.pipeline import checks, fmt, write_pipeline_report
+from prefalign.pipeline.minigrid.report import checks, fmt, write_pipeline_report
 from prefalign.tasks.minigrid import INSTRUCTION, build_prompt, proportion
 
 

@@ -1,4 +1,4 @@
-"""``prefalign pipeline CONFIG.yaml``: every stage from data to report in one command."""
+"""``prefalign pipeline CONFIG.yaml``: every stage of a pipeline in one command."""
 
 from __future__ import annotations
 
@@ -7,25 +7,35 @@ from pathlib import Path
 import typer
 
 from prefalign.cli.confighelp import config_epilog
-from prefalign.config.pipeline import STAGE_ORDER, PipelineConfig
+from prefalign.config.pipeline import DEFAULT_PIPELINE
+from prefalign.pipeline import PIPELINES, get_pipeline
+
+
+def _stage_lists() -> str:
+    get_pipeline(DEFAULT_PIPELINE)  # discovers every pipeline
+    return "; ".join(f"{name}: {', '.join(p.order)}" for name, p in sorted(PIPELINES.items()))
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
-    @app.command(epilog=config_epilog(PipelineConfig))
+    default = get_pipeline(DEFAULT_PIPELINE)
+
+    @app.command(epilog=f"The {default.name} pipeline's config.\n\n"
+                 + config_epilog(default.config))
     def pipeline(
-        config: Path = typer.Argument(..., help="Pipeline YAML, e.g. configs/minigrid.yaml."),
+        config: Path = typer.Argument(..., help="Pipeline YAML, e.g. configs/minigrid.yaml; "
+                                      "its 'pipeline:' or 'task:' key names the pipeline "
+                                      f"(default {DEFAULT_PIPELINE})."),
         overrides: list[str] | None = typer.Argument(
             None, help="key=value overrides, e.g. sft.train.lr=5e-4 data.test_seeds=10 "
             "name=my-run.", show_default=False),
         from_stage: str | None = typer.Option(
             None, "--from", help=f"Run this stage and every later one again from scratch "
-            f"({', '.join(STAGE_ORDER)})."),
+            f"({_stage_lists()})."),
     ) -> None:
         """Run the pipeline's stages in runs/<name>/; finished stages are skipped on re-run."""
-        from prefalign.config import load_config
-        from prefalign.pipeline import run_pipeline
+        from prefalign.pipeline import load_pipeline_config, run_pipeline
 
-        cfg = load_config(PipelineConfig, config, overrides or [])
+        cfg = load_pipeline_config(config, overrides or [])
         result = run_pipeline(cfg, from_stage=from_stage)
         ran = ", ".join(f"{name} {result.seconds[name]:.0f}s" for name in result.ran)
         skipped = f"; skipped {', '.join(result.skipped)}" if result.skipped else ""

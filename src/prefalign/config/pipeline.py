@@ -1,142 +1,37 @@
-"""Config of the end-to-end pipeline (``prefalign pipeline CONFIG.yaml``).
+"""The fields every staged pipeline's config shares (``prefalign pipeline CONFIG.yaml``).
 
-One file names the stages to run and holds one section per stage. The data
-stage's settings choose the MiniGrid/BabyAI environments and seed splits; the
-training sections reuse the stage configs' own sections (``TrainConfig``,
-``LossConfig``, ...), and the pipeline fills in what links the stages: data
-files, the model each stage starts from, run directories.
+A pipeline (``prefalign.pipeline``) declares its own config class, a subclass of
+``PipelineConfig`` with one section per stage and ``STAGE_ORDER``, the names of
+its stages in the order they run. Here: which pipeline a file is for
+(``pipeline:`` or the ``task:`` whose pipeline it is; neither means
+``minigrid``), the stages to run, and what every stage of a pipeline shares
+(base model, dtype, prompt rendering, threads, seed, run directory).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from prefalign.config.base import StrictModel
-from prefalign.config.lora import LoraSettings
-from prefalign.config.preference import LossConfig, ReferenceConfig
-from prefalign.config.reward import EnsembleConfig, RewardLossConfig
-from prefalign.config.sections import RunConfig, TrainConfig
+from prefalign.config.sections import RunConfig
 
-# The stages in the order they run; each one's output is a later one's input.
-STAGE_ORDER: tuple[str, ...] = ("data", "sft", "dpo", "rm", "eval", "report")
-POLICIES: tuple[str, ...] = ("base", "sft", "dpo", "dpo_best_of_n")
-DEFAULT_ENVIRONMENTS = ["MiniGrid-DoorKey-8x8-v0", "MiniGrid-Unlock-v0",
-                        "MiniGrid-UnlockPickup-v0", "BabyAI-GoToLocalS8N4-v0"]
-
-
-class MinigridDataConfig(StrictModel):
-    """Expert traces and perturbed preference pairs from seeded MiniGrid episodes."""
-
-    environments: list[str] = Field(default_factory=lambda: list(DEFAULT_ENVIRONMENTS),
-                                    min_length=1, description="Environment ids (see "
-                                    "prefalign.tasks.minigrid.ENVIRONMENTS).")
-    train_seeds: int = Field(100, gt=0, description="Training episodes per environment.")
-    validation_seeds: int = Field(4, gt=0, description="Validation episodes per environment "
-                                  "(held-out loss of SFT, DPO and the reward model).")
-    test_seeds: int = Field(30, gt=0, description="Held-out test episodes per environment "
-                            "(the evaluation).")
-    seed_start: int = Field(0, ge=0, description="First training seed; validation and test "
-                            "seeds follow in disjoint ranges.")
-    perturbations: list[Literal["wrong_object", "wrong_order", "omission", "wrong_action"]] = Field(
-        default_factory=lambda: ["wrong_object", "wrong_order", "omission", "wrong_action"],
-        min_length=1,
-        description="Perturbation types that make the rejected subgoals of preference pairs.")
-    exclude_test_states: bool = Field(True, description="Drop training states whose text "
-                                      "also occurs in a test episode's expert trace (small "
-                                      "rooms repeat layouts across seeds). Validation states "
-                                      "are always excluded from training.")
-    max_sft_examples: int | None = Field(None, gt=0, description="Keep at most this many "
-                                         "SFT examples, a seeded sample.")
-    max_pairs: int | None = Field(None, gt=0, description="Keep at most this many training "
-                                  "pairs, a seeded sample.")
-    pair_sampling: Literal["uniform", "per_environment"] = Field(
-        "uniform", description="How max_pairs are drawn: 'uniform' over all candidate pairs "
-        "(environments with longer episodes get more), 'per_environment' an equal share per "
-        "environment (one with fewer candidates passes its unused share on).")
-    prompt_style: Literal["compact", "full"] = Field(
-        "compact", description="'full': the domain's whole instruction before the state; "
-        "'compact': a one-line grammar reminder (about half the tokens).")
-
-    @field_validator("environments")
-    @classmethod
-    def _known_environments(cls, value: list[str]) -> list[str]:
-        from prefalign.tasks.minigrid import ENVIRONMENTS
-
-        for env_id in value:
-            if env_id not in ENVIRONMENTS:
-                raise ValueError(f"unknown environment {env_id!r}; supported: "
-                                 f"{', '.join(ENVIRONMENTS)}")
-        if len(set(value)) != len(value):
-            raise ValueError("an environment is listed twice")
-        return value
-
-
-class SFTStageConfig(StrictModel):
-    """Supervised fine-tuning on the expert subgoals (``prefalign.stages.sft``)."""
-
-    lora: LoraSettings | None = Field(default_factory=LoraSettings,
-                                      description="LoRA adapters; null for a full fine-tune.")
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    max_length: int = Field(192, gt=8, description="Maximum prompt + completion tokens.")
-
-
-class DPOStageConfig(StrictModel):
-    """Preference optimisation from the SFT weights (``prefalign.stages.preference``);
-    the reference is the SFT model (a fresh LoRA on top, disabled)."""
-
-    lora: LoraSettings | None = Field(default_factory=LoraSettings,
-                                      description="LoRA adapters on top of the SFT model.")
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
-    max_length: int = Field(192, gt=8, description="Maximum prompt + completion tokens.")
-
-
-class RMStageConfig(StrictModel):
-    """Reward model on the DPO policy's backbone (``prefalign.stages.reward``)."""
-
-    tuning: Literal["frozen", "lora", "full"] = Field(
-        "frozen", description="'frozen': a linear head on cached last-token features of the "
-        "DPO model; 'lora'/'full': train the backbone too.")
-    lora: LoraSettings | None = Field(default_factory=LoraSettings,
-                                      description="LoRA adapters (tuning=lora only).")
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    loss: RewardLossConfig = Field(default_factory=RewardLossConfig)
-    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
-    feature_batch_size: int = Field(32, gt=0, description="Sequences per forward pass when "
-                                    "computing frozen features.")
-    max_length: int = Field(192, gt=8, description="Maximum prompt + response tokens.")
-
-
-class EvalStageConfig(StrictModel):
-    """Execution-based evaluation on the held-out test episodes."""
-
-    policies: list[Literal["base", "sft", "dpo", "dpo_best_of_n"]] = Field(
-        default_factory=lambda: list(POLICIES), min_length=1,
-        description="Policies to evaluate: the base model, SFT, DPO, and DPO with best-of-n "
-        "reranking by the reward model.")
-    step_budget: int = Field(8, gt=0, description="Subgoals a closed-loop episode may spend.")
-    max_new_tokens: int = Field(12, gt=0, description="Generated tokens per subgoal.")
-    batch_size: int = Field(32, gt=0, description="Prompts per generation batch.")
-    best_of_n: int = Field(4, gt=1, description="Samples per state for best-of-n.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature for best-of-n.")
-
-
-class ReportStageConfig(StrictModel):
-    """The markdown report and its figures."""
-
-    title: str = Field("MiniGrid subgoal alignment: base, SFT, DPO, best-of-n",
-                       description="Heading of report.md.")
+DEFAULT_PIPELINE = "minigrid"
 
 
 class PipelineConfig(RunConfig):
-    """SFT → DPO → reward model → execution-based evaluation → report, in one run directory."""
+    """Shared fields of a pipeline config; a pipeline's own config subclasses it."""
 
-    stages: list[str] = Field(default_factory=lambda: list(STAGE_ORDER), min_length=1,
-                              description=f"Stages to run, in order: a subset of "
-                              f"{', '.join(STAGE_ORDER)}.")
+    STAGE_ORDER: ClassVar[tuple[str, ...]] = ()
+
+    pipeline: str | None = Field(None, description="The pipeline this file configures "
+                                 "(prefalign.pipeline.PIPELINES); absent: the pipeline of "
+                                 f"'task', else {DEFAULT_PIPELINE}.")
+    task: str | None = Field(None, description="A task whose pipeline this file configures "
+                             "(the task's 'pipeline'); an alternative to 'pipeline'.")
+    stages: list[str] = Field(default_factory=list, min_length=1,
+                              description="Stages to run, a subset of the pipeline's stages "
+                              "in their order; absent: every stage.")
     model: str = Field("embedded", description="The base model: 'embedded', 'tiny', a local "
                        "path or a hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -145,26 +40,27 @@ class PipelineConfig(RunConfig):
                                     "template (adds the template's system prompt to every "
                                     "prompt); plain text by default.")
     threads: int | None = Field(None, gt=0, description="torch CPU threads for every stage.")
-    seed: int = Field(0, description="Seed of data sampling and of best-of-n sampling "
-                      "(training stages use their own train.seed).")
-    data: MinigridDataConfig = Field(default_factory=MinigridDataConfig)
-    sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
-    dpo: DPOStageConfig = Field(default_factory=DPOStageConfig)
-    rm: RMStageConfig = Field(default_factory=RMStageConfig)
-    eval: EvalStageConfig = Field(default_factory=EvalStageConfig)
-    report: ReportStageConfig = Field(default_factory=ReportStageConfig)
+    seed: int = Field(0, description="Seed of the pipeline's own sampling (data, evaluation); "
+                      "training stages use their own train.seed.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_stage_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stages" not in data:
+            return {**data, "stages": list(cls.STAGE_ORDER)}
+        return data
 
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, value: list[str]) -> list[str]:
+        order = cls.STAGE_ORDER
         for stage in value:
-            if stage not in STAGE_ORDER:
-                raise ValueError(f"unknown stage {stage!r}; stages are "
-                                 f"{', '.join(STAGE_ORDER)}")
+            if stage not in order:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(order)}")
         if len(set(value)) != len(value):
             raise ValueError("a stage is listed twice")
-        if value != sorted(value, key=STAGE_ORDER.index):
-            raise ValueError(f"stages must keep the order {' → '.join(STAGE_ORDER)}")
+        if value != sorted(value, key=order.index):
+            raise ValueError(f"stages must keep the order {' → '.join(order)}")
         return value
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""The pipeline's stages: what each needs, what it makes, and how it runs.
+"""The MiniGrid pipeline's stages: what each needs, what it makes, and how it runs.
 
 Each stage builds the config of an existing stage API from the pipeline config
 and the run directory (``run_sft``, ``run_preference``, ``run_reward``), or runs
@@ -10,8 +10,6 @@ reward model on the frozen DPO model → evaluation of every policy → report.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefalign.config import (
@@ -22,37 +20,17 @@ from prefalign.config import (
     SFTConfig,
     TrainConfig,
 )
-from prefalign.config.pipeline import PipelineConfig
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.rundir import atomic_write_json
-from prefalign.pipeline.artifacts import ARTIFACTS, POLICY_INPUTS
+from prefalign.pipeline.base import Pipeline, Stage, StageContext
+from prefalign.pipeline.minigrid.artifacts import ARTIFACTS, POLICY_INPUTS
+from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
+from prefalign.pipeline.registry import register_pipeline
 
 SUBGOAL_TOKENS = 16  # room for a completion: a subgoal is at most 7 tokens plus end of sequence
 
 
-@dataclass(frozen=True)
-class StageContext:
-    """What a running stage gets: the pipeline config and the run directory."""
-
-    cfg: PipelineConfig
-    root: Path
-
-    def path(self, artifact: str) -> Path:
-        return ARTIFACTS[artifact].location(self.root)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A stage: the config sections it reads, the outputs it needs and makes, its runner."""
-
-    name: str
-    sections: tuple[str, ...]
-    requires: Callable[[PipelineConfig], list[str]]
-    produces: tuple[str, ...]
-    run: Callable[[StageContext], dict]
-
-
-def _train(section: TrainConfig, cfg: PipelineConfig) -> TrainConfig:
+def _train(section: TrainConfig, cfg: MinigridPipelineConfig) -> TrainConfig:
     if cfg.threads is None or section.threads is not None:
         return section
     return section.model_copy(update={"threads": cfg.threads})
@@ -103,7 +81,7 @@ def rm_config(ctx: StageContext) -> RewardConfig:
 
 
 def _run_data(ctx: StageContext) -> dict:
-    from prefalign.pipeline.minigrid_data import build_minigrid_data
+    from prefalign.pipeline.minigrid.data import build_minigrid_data
 
     summary = build_minigrid_data(ctx.cfg.data, ctx.root / "data", ctx.cfg.seed)
     atomic_write_json(ctx.path("data_summary"), summary)
@@ -139,33 +117,43 @@ def _run_rm(ctx: StageContext) -> dict:
 
 
 def _run_eval(ctx: StageContext) -> dict:
-    from prefalign.pipeline.evaluation import run_evaluation
+    from prefalign.pipeline.minigrid.evaluation import run_evaluation
 
     return run_evaluation(ctx.cfg, ctx.root)
 
 
 def _run_report(ctx: StageContext) -> dict:
-    from prefalign.report.pipeline import write_pipeline_report
+    from prefalign.pipeline.minigrid.report import write_pipeline_report
 
     path = write_pipeline_report(ctx.root, ctx.cfg.report.title)
     return {"report": str(path)}
 
 
-def _eval_requires(cfg: PipelineConfig) -> list[str]:
+def _eval_requires(cfg: MinigridPipelineConfig) -> list[str]:
     needed = [name for policy in cfg.eval.policies for name in POLICY_INPUTS[policy]]
     return list(dict.fromkeys(needed))
 
 
-STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("data", ("data", "seed"), lambda cfg: [],
-          ("sft_data", "sft_validation", "pairs", "pairs_validation", "data_summary"), _run_data),
-    Stage("sft", ("model", "dtype", "use_chat_template", "sft"),
-          lambda cfg: ["sft_data", "sft_validation"], ("sft_model",), _run_sft),
-    Stage("dpo", ("dtype", "use_chat_template", "dpo"),
-          lambda cfg: ["sft_model", "pairs", "pairs_validation"], ("dpo_model",), _run_dpo),
-    Stage("rm", ("dtype", "use_chat_template", "rm"),
-          lambda cfg: ["dpo_model", "pairs", "pairs_validation"], ("reward_model",), _run_rm),
-    Stage("eval", ("model", "dtype", "use_chat_template", "seed", "data", "eval"),
-          _eval_requires, ("evaluation",), _run_eval),
-    Stage("report", ("report",), lambda cfg: ["evaluation"], ("report",), _run_report),
-)}
+PIPELINE = register_pipeline(Pipeline(
+    name="minigrid",
+    config=MinigridPipelineConfig,
+    stages=(
+        Stage("data", ("data", "seed"), lambda cfg: [],
+              ("sft_data", "sft_validation", "pairs", "pairs_validation", "data_summary"),
+              ("data",), _run_data),
+        Stage("sft", ("model", "dtype", "use_chat_template", "sft"),
+              lambda cfg: ["sft_data", "sft_validation"], ("sft_model",), ("sft",), _run_sft),
+        Stage("dpo", ("dtype", "use_chat_template", "dpo"),
+              lambda cfg: ["sft_model", "pairs", "pairs_validation"], ("dpo_model",),
+              ("dpo",), _run_dpo),
+        Stage("rm", ("dtype", "use_chat_template", "rm"),
+              lambda cfg: ["dpo_model", "pairs", "pairs_validation"], ("reward_model",),
+              ("rm",), _run_rm),
+        Stage("eval", ("model", "dtype", "use_chat_template", "seed", "data", "eval"),
+              _eval_requires, ("evaluation",), ("eval",), _run_eval),
+        Stage("report", ("report",), lambda cfg: ["evaluation"], ("report",),
+              ("report.md", "figures"), _run_report),
+    ),
+    artifacts=tuple(ARTIFACTS.values()),
+    description="MiniGrid subgoals: data → SFT → DPO → reward model → evaluation → report",
+))

@@ -1,4 +1,4 @@
-"""The pipeline's evaluation stage: every policy on the held-out test episodes.
+"""The MiniGrid pipeline's evaluation stage: every policy on the held-out test episodes.
 
 Each policy (base model, SFT, DPO, DPO with best-of-n reranking by the reward
 model) plays the test seeds of every environment through ``evaluate_policy``:
@@ -14,29 +14,29 @@ import json
 import time
 from pathlib import Path
 
-from prefalign.config.pipeline import PipelineConfig
 from prefalign.engine.rundir import atomic_write_json
 from prefalign.eval.minigrid import BestOfNPolicy, GreedyPolicy
 from prefalign.log import say
-from prefalign.pipeline.artifacts import ARTIFACTS
+from prefalign.pipeline.minigrid.artifacts import ARTIFACTS
+from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
 from prefalign.tasks.minigrid import evaluate_policy, proportion, split_seeds
 
 
-def held_out_seeds(cfg: PipelineConfig) -> range:
+def held_out_seeds(cfg: MinigridPipelineConfig) -> range:
     """The held-out test seeds of the data stage's split."""
     data = cfg.data
     return split_seeds(data.train_seeds, data.validation_seeds, data.test_seeds,
                        data.seed_start).test
 
 
-def policy_sources(cfg: PipelineConfig, root: Path) -> dict[str, str]:
+def policy_sources(cfg: MinigridPipelineConfig, root: Path) -> dict[str, str]:
     """The model each policy generates with."""
     return {"base": cfg.model, "sft": str(ARTIFACTS["sft_model"].location(root)),
             "dpo": str(ARTIFACTS["dpo_model"].location(root)),
             "dpo_best_of_n": str(ARTIFACTS["dpo_model"].location(root))}
 
 
-def _build_policy(name: str, cfg: PipelineConfig, root: Path, lm, tokenizer):
+def _build_policy(name: str, cfg: MinigridPipelineConfig, root: Path, lm, tokenizer):
     common = dict(prompt_style=cfg.data.prompt_style, max_new_tokens=cfg.eval.max_new_tokens,
                   batch_size=cfg.eval.batch_size, use_chat_template=cfg.use_chat_template,
                   label=f"eval {name}")
@@ -69,7 +69,7 @@ def headline(result: dict) -> dict:
             "environments": {env: numbers(rep) for env, rep in result["environments"].items()}}
 
 
-def run_evaluation(cfg: PipelineConfig, root: Path) -> dict:
+def run_evaluation(cfg: MinigridPipelineConfig, root: Path) -> dict:
     """Evaluate ``cfg.eval.policies`` (skipping those already written); write the summary."""
     from prefalign.models.load import load_model
 

@@ -1,31 +1,12 @@
-"""What the pipeline's stages hand to one another: named outputs at fixed places
-in the run directory, each produced by exactly one stage."""
+"""What the MiniGrid pipeline's stages hand to one another: named outputs at fixed
+places in the run directory, each produced by exactly one stage."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from prefalign.pipeline.base import Artifact
 
-from prefalign.pipeline.minigrid_data import DATA_FILES
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One stage output: its path relative to the run directory and its producer."""
-
-    name: str
-    path: str
-    stage: str
-    description: str
-
-    def location(self, root: Path) -> Path:
-        return root / self.path
-
-    def exists(self, root: Path) -> bool:
-        """A file, or a non-empty folder (a saved model) at its place."""
-        where = self.location(root)
-        return where.is_file() or (where.is_dir() and any(where.iterdir()))
-
+DATA_FILES = {"sft_train": "sft_train.jsonl", "sft_validation": "sft_validation.jsonl",
+              "pairs_train": "pairs_train.jsonl", "pairs_validation": "pairs_validation.jsonl"}
 
 ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("sft_data", f"data/{DATA_FILES['sft_train']}", "data", "SFT training records"),
@@ -41,12 +22,6 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("evaluation", "eval/summary.json", "eval", "the evaluation results"),
     Artifact("report", "report.md", "report", "the report"),
 )}
-
-# Folders and files each stage owns: removed before the stage runs again from scratch.
-STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "data": ("data",), "sft": ("sft",), "dpo": ("dpo",), "rm": ("rm",), "eval": ("eval",),
-    "report": ("report.md", "figures"),
-}
 
 # Which policy needs which trained model.
 POLICY_INPUTS: dict[str, tuple[str, ...]] = {

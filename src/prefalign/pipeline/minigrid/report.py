@@ -1,4 +1,4 @@
-"""``report.md`` of a pipeline run: results table, checks, figures, data and timings.
+"""``report.md`` of a MiniGrid pipeline run: results table, checks, figures, data and timings.
 
 Reads what the stages left in the run directory (``eval/``, ``data/summary.json``,
 ``pipeline.json``) and writes ``report.md`` plus ``figures/*.png``. Every rate
@@ -14,10 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from prefalign.config.pipeline import STAGE_ORDER
 from prefalign.engine.rundir import atomic_write_text
 from prefalign.errors import PrefalignError
-from prefalign.report.pipeline_figures import error_types, short_environment, success_by_environment
+from prefalign.pipeline.minigrid.config import STAGE_ORDER
+from prefalign.pipeline.minigrid.figures import (
+    error_types,
+    short_environment,
+    success_by_environment,
+)
 from prefalign.tasks.minigrid.metrics import ERROR_NAMES
 
 METRICS = (("closed_loop_success", "closed-loop success"),

@@ -1,4 +1,4 @@
-"""Figures of the pipeline report, drawn with matplotlib's Agg backend.
+"""Figures of the MiniGrid pipeline report, drawn with matplotlib's Agg backend.
 
 ``success_by_environment``: grouped bars, one group per environment (and all
 together), one bar per policy, with 95% Wilson intervals as error bars.

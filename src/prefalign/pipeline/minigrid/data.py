@@ -1,4 +1,4 @@
-"""The pipeline's data stage: MiniGrid expert traces and preference pairs as JSONL files.
+"""The MiniGrid pipeline's data stage: MiniGrid expert traces and preference pairs as JSONL files.
 
 Seeds split into disjoint train / validation / test ranges (``split_seeds``),
 the same for every environment. From the training seeds come supervised
@@ -22,11 +22,12 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from prefalign.config.pipeline import MinigridDataConfig
 from prefalign.data.load import write_jsonl
 from prefalign.errors import DataError
 from prefalign.eval.minigrid import restyle_prompt
 from prefalign.log import say
+from prefalign.pipeline.minigrid.artifacts import DATA_FILES
+from prefalign.pipeline.minigrid.config import MinigridDataConfig
 from prefalign.tasks.minigrid import (
     check_split_leakage,
     context_overlap,
@@ -36,9 +37,6 @@ from prefalign.tasks.minigrid import (
     split_seeds,
 )
 from prefalign.tasks.minigrid.context import build_prompt
-
-DATA_FILES = {"sft_train": "sft_train.jsonl", "sft_validation": "sft_validation.jsonl",
-              "pairs_train": "pairs_train.jsonl", "pairs_validation": "pairs_validation.jsonl"}
 
 
 def _overlap_by_environment(train: list[dict], held_out: list[dict],
