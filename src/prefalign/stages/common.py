@@ -17,7 +17,7 @@ from prefalign.engine.rundir import RunDir
 from prefalign.errors import PrefalignError
 from prefalign.models.dropout import disable_dropout
 from prefalign.models.load import load_model
-from prefalign.tasks import load_source
+from prefalign.tasks import content_key, load_source
 
 
 def _has_progress(run: RunDir, allow_phases: bool) -> bool:
@@ -47,14 +47,18 @@ def start_run(run: RunDir, cfg: RunConfig, resume: bool, progress: bool) -> RunD
 
 
 def load_train_eval(data: DataConfig, kind: str, seed: int) -> tuple[list[dict], list[dict]]:
-    """Training and held-out records; held-out split off by prompt if no eval file."""
+    """Training and held-out records. Held-out records come from ``data.eval`` or are
+    ``eval_fraction`` split off; either way no held-out record shares its content key
+    with a training one: the training source's task's content key (a problem, whatever
+    its wording or order of operands), else the prompt."""
     train = load_source(data.train, kind)
+    key = content_key(data.train, kind)
     if data.eval is not None:
         held_out = load_source(data.eval, kind)
-        check_leakage({"train": train, "eval": held_out})
+        check_leakage({"train": train, "eval": held_out}, key)
     elif data.eval_fraction > 0:
         parts = split_records(train, {"train": 1 - data.eval_fraction,
-                                      "eval": data.eval_fraction}, seed)
+                                      "eval": data.eval_fraction}, seed, key)
         train, held_out = parts["train"], parts["eval"]
     else:
         held_out = []

@@ -156,8 +156,9 @@ class Lifecycle:
         return self.run
 
     def load_data(self, kind: str) -> tuple[list[dict], list[dict]]:
-        """Training and held-out records: eval file (leakage-checked) or a split by
-        prompt, training rows capped at ``data.max_examples``."""
+        """Training and held-out records: eval file (leakage-checked) or a split, both by
+        the training source's content key (``load_train_eval``), training rows capped at
+        ``data.max_examples``."""
         return load_train_eval(self.cfg.data, kind, self.cfg.train.seed)
 
     def load_models(self, needs_reference: bool = False) -> Models:
