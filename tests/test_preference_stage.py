@@ -179,3 +179,28 @@ def test_reference_cache_key_sees_every_weight_and_the_library_versions(monkeypa
     monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "transformers"
                         else real_version(name))
     assert model_fingerprint(model) != swapped
+
+
+def test_verify_takes_any_task_with_a_verifier(tmp_path, tiny_model_dir, preference_file):
+    # GSM8K's verifier reads the final number of the completion and the record's answer,
+    # which arithmetic pairs carry
+    cfg = _cfg(tmp_path, tiny_model_dir, preference_file, "verified", verify="gsm8k",
+               verify_samples=5)
+    run_preference(cfg)
+    verification = json.loads((cfg.run_dir / "verify.json").read_text())
+    assert verification["before"]["n"] == verification["after"]["n"] == 5
+    assert 0.0 <= verification["after"]["pass_rate"] <= 1.0
+
+
+@pytest.mark.parametrize("task, message", [
+    ("nope", "verify: unknown task 'nope'"),
+    ("countdown", "verify=countdown: held-out record 0 has no 'numbers' field"),
+])
+def test_verify_with_no_usable_verifier_is_a_clear_error(tmp_path, tiny_model_dir,
+                                                        preference_file, task, message):
+    from prefalign.errors import ConfigError
+
+    cfg = _cfg(tmp_path, tiny_model_dir, preference_file, "unverified", verify=task)
+    with pytest.raises(ConfigError, match=message):
+        run_preference(cfg)
+    assert not (cfg.run_dir / "final").exists()

@@ -108,9 +108,11 @@ class PreferenceConfig(RunConfig):
     phases: list[PhaseConfig] = Field(default_factory=list, description="Optional list of "
                                       "phases run in order; each phase's epochs replace "
                                       "train.epochs.")
-    verify: Literal["none", "arithmetic"] = Field(
-        "none", description="Built-in verifier used to measure greedy pass rate on held-out "
-        "prompts before and after training.")
+    verify: str = Field(
+        "none", min_length=1, description="Task whose verifier measures the greedy pass rate "
+        "on held-out prompts before and after training (any task with a verifier: "
+        "arithmetic, countdown, gsm8k, minigrid, ...; checked when the stage starts; the "
+        "held-out records carry the fields it reads); 'none': no measurement.")
     verify_samples: int = Field(100, gt=0, description="Held-out prompts for the verifier.")
     prefix_sharing: bool = Field(True, description="Lay each pair out as one row [prompt | "
                                  "chosen | rejected] with a mask that keeps chosen and rejected "

@@ -31,6 +31,7 @@ from prefalign.stages.preference_algorithm import (
     filter_noisy_pairs,
 )
 from prefalign.stages.reference import reference_logps
+from prefalign.tasks import get_task, task_names
 
 __all__ = ["PreferenceAlgorithm", "Reference", "check_config", "filter_noisy_pairs",
            "run_preference"]
@@ -45,6 +46,37 @@ def check_config(cfg: PreferenceConfig) -> None:
     if any(fraction > 0 for fraction in _filters(cfg)) and not cfg.reference.precompute:
         raise ConfigError("filter_noisy ranks pairs by their reference margin, computed "
                           "before training: it needs reference.precompute=true")
+    if cfg.verify != "none":
+        verifier_fields(cfg.verify)
+
+
+def verifier_fields(name: str) -> tuple[str, ...]:
+    """The record fields that task ``name``'s verifier reads; a ``ConfigError`` when no
+    task of that name has a verifier."""
+    try:
+        task = get_task(name)
+    except ConfigError as error:
+        raise ConfigError(f"verify: {error}") from None
+    if task.verifier is None:
+        with_one = [n for n in task_names() if get_task(n).verifier is not None]
+        raise ConfigError(f"verify: task '{name}' has no verifier; tasks with one: "
+                          f"{', '.join(with_one)}")
+    return task.verifier().required_fields
+
+
+def verify_records(cfg: PreferenceConfig, records: list[dict]) -> list[dict]:
+    """The first ``verify_samples`` held-out records as the verifier sees them: a pair's
+    ``metadata`` fields (where a preference record keeps the answer, the numbers...) next
+    to its own; a ``ConfigError`` when one lacks a field the verifier reads."""
+    records = [{**(r.get("metadata") or {}), **r} for r in records[: cfg.verify_samples]]
+    fields = verifier_fields(cfg.verify)
+    for index, record in enumerate(records):
+        missing = [f for f in fields if f not in record]
+        if missing:
+            raise ConfigError(f"verify={cfg.verify}: held-out record {index} has no "
+                              f"'{missing[0]}' field, which the verifier reads; use held-out "
+                              f"data of that task (e.g. builtin:{cfg.verify})")
+    return records
 
 
 def precompute(life: Lifecycle, reference: Reference, policy: CompletionLogprobModel,
@@ -118,6 +150,7 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
     life = Lifecycle(cfg, "dpo", resume, on_step_end)
     life.setup(allow_phases=bool(cfg.phases))
     train_records, eval_records = life.load_data("preference")
+    checked = verify_records(cfg, eval_records) if cfg.verify != "none" else []
     models = life.load_models(needs_reference)
     tokenizer, pad_id = models.tokenizer, models.tokenizer.pad_token_id
     examples = life.encode(train_records, encode_preference, tokenizer)
@@ -135,16 +168,15 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
     life.write_manifest({"train": train_records, "eval": eval_records},
                         train_pairs=len(examples), eval_pairs=len(eval_examples),
                         skipped=life.skipped.get("train", {}), reference=reference.kind)
-    verify_records = eval_records[: cfg.verify_samples]
     verification = {}
     if cfg.verify != "none":
-        life.say(f"verifier '{cfg.verify}': greedy generation on {len(verify_records)} "
+        life.say(f"verifier '{cfg.verify}': greedy generation on {len(checked)} "
                  f"held-out prompts (before training)")
-        verification["before"] = _verify(cfg, models.policy, tokenizer, verify_records)
+        verification["before"] = _verify(cfg, models.policy, tokenizer, checked)
     policy, result = run_phases(life, policy, examples, eval_examples, reference, pad_id,
                                 sharing)
     if cfg.verify != "none":
-        verification["after"] = _verify(cfg, policy.lm, tokenizer, verify_records)
+        verification["after"] = _verify(cfg, policy.lm, tokenizer, checked)
         life.say(f"verifier pass rate: {verification['before']['pass_rate']:.3f} before, "
                  f"{verification['after']['pass_rate']:.3f} after")
         life.on_main(lambda: atomic_write_json(life.run.root / "verify.json", verification))

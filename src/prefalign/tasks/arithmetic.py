@@ -150,7 +150,8 @@ def preference_records(n: int = DEFAULT_SIZE, seed: int = 0, split: str = "all",
         else:
             rejected, kind = str(wrong_answer(a, op, b, rng)), "wrong_number"
         records.append({"prompt": p["prompt"], "chosen": str(p["answer"]), "rejected": rejected,
-                        "answer": p["answer"], "metadata": {"perturbation": kind}})
+                        "answer": p["answer"],
+                        "metadata": {"perturbation": kind, "answer": p["answer"]}})
     return records
 
 
