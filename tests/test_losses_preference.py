@@ -263,9 +263,8 @@ def test_loss_config_keys_come_from_the_signatures():
     from pydantic import ValidationError
 
     from prefalign.config import LossConfig, PhaseConfig
-    from prefalign.losses.preference import loss_parameter_table
-
     from prefalign.config.loss_table import BUILTIN_LOSS_PARAMETERS
+    from prefalign.losses.preference import loss_parameter_table
 
     table = loss_parameter_table()
     assert table == BUILTIN_LOSS_PARAMETERS  # the torch-free copy --help reads

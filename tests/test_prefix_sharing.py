@@ -10,12 +10,18 @@ import torch
 import torch.nn.functional as F
 
 from prefalign.config import LossConfig, PreferenceConfig
-from prefalign.data.collate_shared import (CHOSEN, PAD, PROMPT, REJECTED,
-                                           collate_preference_shared, shared_prefix_mask)
+from prefalign.data.collate_shared import (
+    CHOSEN,
+    PAD,
+    PROMPT,
+    REJECTED,
+    collate_preference_shared,
+    shared_prefix_mask,
+)
 from prefalign.engine.metrics import read_metrics
 from prefalign.models.lora import LoraSettings
-from prefalign.models.token_logprobs import CompletionLogprobModel, attention_mask_4d
 from prefalign.models.tiny import tiny_model
+from prefalign.models.token_logprobs import CompletionLogprobModel, attention_mask_4d
 from prefalign.stages.preference import PreferenceAlgorithm, Reference, run_preference
 from prefalign.stages.reference import compute_reference_logps
 

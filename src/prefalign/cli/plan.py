@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -36,19 +35,19 @@ def _shape(model, params, hidden, layers, vocab, heads, kv_heads, intermediate, 
 @plan_app.callback()
 def plan(
     ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id, local model "
+    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local model "
                                         "folder, 'embedded' or 'tiny' (only its config is read)."),
-    params: Optional[float] = typer.Option(None, "--params", help="Parameter count (e.g. "
+    params: float | None = typer.Option(None, "--params", help="Parameter count (e.g. "
                                            "6.74e9); overrides the count from the shape."),
-    hidden: Optional[int] = typer.Option(None, "--hidden", help="Hidden size h."),
-    layers: Optional[int] = typer.Option(None, "--layers", help="Decoder layers L."),
-    vocab: Optional[int] = typer.Option(None, "--vocab", help="Vocabulary size V."),
-    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads (default h/128)."),
-    kv_heads: Optional[int] = typer.Option(None, "--kv-heads", help="Key/value heads "
+    hidden: int | None = typer.Option(None, "--hidden", help="Hidden size h."),
+    layers: int | None = typer.Option(None, "--layers", help="Decoder layers L."),
+    vocab: int | None = typer.Option(None, "--vocab", help="Vocabulary size V."),
+    heads: int | None = typer.Option(None, "--heads", help="Attention heads (default h/128)."),
+    kv_heads: int | None = typer.Option(None, "--kv-heads", help="Key/value heads "
                                            "(default: heads)."),
-    intermediate: Optional[int] = typer.Option(None, "--intermediate", help="MLP width f "
+    intermediate: int | None = typer.Option(None, "--intermediate", help="MLP width f "
                                                "(default: Llama's 8h/3 rounded up to 256)."),
-    head_dim: Optional[int] = typer.Option(None, "--head-dim", help="Head size (default h/heads)."),
+    head_dim: int | None = typer.Option(None, "--head-dim", help="Head size (default h/heads)."),
     tied: bool = typer.Option(False, "--tied/--untied", help="Embeddings tied to the LM head."),
     stage: str = typer.Option("sft", "--stage", help="sft, rm, dpo, ppo or grpo."),
     method: str = typer.Option("lora", "--method", help="full, lora or qlora."),
@@ -59,7 +58,7 @@ def plan(
     batch_size: int = typer.Option(8, "--batch-size", help="Micro-batch per device (prompts, "
                                    "pairs or sequences)."),
     seq_len: int = typer.Option(512, "--seq-len", help="Tokens per row (prompt + completion)."),
-    completion_len: Optional[int] = typer.Option(None, "--completion-len", help="Completion "
+    completion_len: int | None = typer.Option(None, "--completion-len", help="Completion "
                                                  "tokens per row (default seq-len/2)."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
     devices: int = typer.Option(1, "--devices", help="Number of devices (GPUs)."),
@@ -75,10 +74,10 @@ def plan(
     prefix_sharing: bool = typer.Option(True, "--prefix-sharing/--no-prefix-sharing",
                                         help="DPO: one [prompt | chosen | rejected] row per "
                                         "pair (prefalign's default) instead of two rows."),
-    device_memory: Optional[str] = typer.Option(None, "--device-memory", help="Memory of one "
+    device_memory: str | None = typer.Option(None, "--device-memory", help="Memory of one "
                                                 "device, e.g. 80GB or 79.6GiB: say whether it "
                                                 "fits and what makes it fit."),
-    overhead: Optional[str] = typer.Option(None, "--overhead", help="Runtime overhead to add "
+    overhead: str | None = typer.Option(None, "--overhead", help="Runtime overhead to add "
                                            "(CUDA context, fragmentation), e.g. 1.5GB."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (bytes)."),
 ) -> None:
@@ -150,9 +149,9 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                                       "or adapter folder.", show_default=False),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder.", show_default=False),
         dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
-        push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Also upload to "
+        push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="Also upload to "
                                                   "this Hub repo (owner/name)."),
-        token: Optional[str] = typer.Option(None, "--token", help="Hub token (default: "
+        token: str | None = typer.Option(None, "--token", help="Hub token (default: "
                                             "HF_TOKEN or the saved login)."),
         private: bool = typer.Option(False, "--private", help="Create the Hub repo private."),
     ) -> None:
@@ -176,9 +175,9 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
                                               help="A config path, or a shipped name: "
                                               "cpu-ddp, ddp, fsdp, fsdp-offload, zero2, zero3, "
                                               "zero3-offload."),
-        num_processes: Optional[int] = typer.Option(None, "--num-processes", "-n",
+        num_processes: int | None = typer.Option(None, "--num-processes", "-n",
                                                     help="Override the config's process count."),
-        port: Optional[int] = typer.Option(None, "--port", help="Rendezvous port of the "
+        port: int | None = typer.Option(None, "--port", help="Rendezvous port of the "
                                            "main process."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the command, run nothing."),
     ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -46,8 +45,8 @@ def register(app: typer.Typer) -> None:
                    f"(dropped {counts['dropped']}); wrote {destination}")
 
     @app.command(epilog=config_epilog(SFTConfig))
-    def sft(config: Optional[Path] = CONFIG_OPTION,
-            overrides: Optional[list[str]] = OVERRIDES_ARGUMENT,
+    def sft(config: Path | None = CONFIG_OPTION,
+            overrides: list[str] | None = OVERRIDES_ARGUMENT,
             resume: bool = RESUME_OPTION) -> None:
         """Supervised fine-tuning (loss on completion tokens only), LoRA or full."""
         from prefalign.stages.sft import run_sft
@@ -56,8 +55,8 @@ def register(app: typer.Typer) -> None:
         print_result(cfg.run_dir, run_sft(cfg, resume=resume))
 
     @app.command(epilog=config_epilog(PreferenceConfig) + loss_epilog())
-    def dpo(config: Optional[Path] = CONFIG_OPTION,
-            overrides: Optional[list[str]] = OVERRIDES_ARGUMENT,
+    def dpo(config: Path | None = CONFIG_OPTION,
+            overrides: list[str] | None = OVERRIDES_ARGUMENT,
             resume: bool = RESUME_OPTION) -> None:
         """Offline preference optimisation: the DPO family, loss chosen by loss.name=."""
         from prefalign.stages.preference import run_preference
@@ -66,8 +65,8 @@ def register(app: typer.Typer) -> None:
         print_result(cfg.run_dir, run_preference(cfg, resume=resume))
 
     @app.command(epilog=config_epilog(KTOConfig))
-    def kto(config: Optional[Path] = CONFIG_OPTION,
-            overrides: Optional[list[str]] = OVERRIDES_ARGUMENT,
+    def kto(config: Path | None = CONFIG_OPTION,
+            overrides: list[str] | None = OVERRIDES_ARGUMENT,
             resume: bool = RESUME_OPTION) -> None:
         """KTO on unpaired desirable/undesirable completions (or pairs with from_pairs=true)."""
         from prefalign.stages.kto import run_kto

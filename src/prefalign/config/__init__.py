@@ -21,6 +21,8 @@ __all__ = [
                                    "ConfigT",
                                    "DataConfig",
                                    "EnsembleConfig",
+                                   "KTOConfig",
+                                   "KTOLossConfig",
                                    "LossConfig",
                                    "ModelConfig",
                                    "OnlineConfig",

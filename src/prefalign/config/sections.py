@@ -20,7 +20,8 @@ class ModelConfig(StrictModel):
         "auto", description="Weight dtype; 'auto' is float32 on CPU and bfloat16 on a GPU.")
     lora: LoraSettings | None = Field(default_factory=LoraSettings,
                                       description="LoRA adapters; null for a full fine-tune.")
-    qlora: bool = Field(False, description="Load the base in 4-bit NF4 (needs CUDA + bitsandbytes).")
+    qlora: bool = Field(False, description="Load the base in 4-bit NF4 (needs CUDA + "
+                        "bitsandbytes).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     dropout: bool = Field(False, description="Keep the model's dropout (and LoRA dropout) active "
                           "in training; off by default, so that at step 0 the policy equals its "
@@ -34,7 +35,8 @@ class DataConfig(StrictModel):
                        "'hf:NAME[:SPLIT]', or 'builtin:NAME'.")
     eval: str | None = Field(None, description="Held-out data; if absent, eval_fraction of "
                              "train is split off by prompt.")
-    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Held-out share when no eval file.")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0,
+                                 description="Held-out share when no eval file.")
     max_length: int = Field(512, gt=8, description="Maximum prompt + completion tokens.")
     max_prompt_length: int = Field(384, gt=0, description="Maximum prompt tokens.")
     truncation: Literal["keep_end", "keep_start"] = Field(
