@@ -104,6 +104,8 @@ JudgeFactory = Callable[..., Any]
 JUDGE_KINDS: dict[str, str | JudgeFactory] = {
     "rm": "prefalign.judges.reward_model:build_rm_judge",
     "verifier": "prefalign.judges.verifier:build_verifier_judge",
+    "lm": "prefalign.judges.local_lm:build_local_lm_judge",
+    "http": "prefalign.judges.http_judge:build_http_judge",
 }
 
 
