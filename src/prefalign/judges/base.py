@@ -103,6 +103,7 @@ JudgeFactory = Callable[..., Any]
 # loads no model code) or a factory registered at run time.
 JUDGE_KINDS: dict[str, str | JudgeFactory] = {
     "rm": "prefalign.judges.reward_model:build_rm_judge",
+    "hf-rm": "prefalign.judges.hf_reward_model:build_hf_rm_judge",
     "verifier": "prefalign.judges.verifier:build_verifier_judge",
     "lm": "prefalign.judges.local_lm:build_local_lm_judge",
     "http": "prefalign.judges.http_judge:build_http_judge",
