@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prefalign.cli import online, pipeline, plan, reward, train
+from prefalign.cli import judge, online, pipeline, plan, reward, train
 from prefalign.cli.data import data_app
 from prefalign.cli.models import models_app
 
@@ -26,3 +26,4 @@ reward.register(app, eval_app)
 online.register(app, eval_app)
 plan.register(app, eval_app)
 pipeline.register(app, eval_app)
+judge.register(eval_app)
