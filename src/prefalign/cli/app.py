@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prefalign.cli import judge, online, pipeline, plan, reward, train
+from prefalign.cli import evaluate, feedback, judge, online, pipeline, plan, reward, train
 from prefalign.cli.data import data_app
 from prefalign.cli.models import models_app
 
@@ -23,7 +23,9 @@ app.add_typer(eval_app, name="eval")
 for module in (train,):
     module.register(app)
 reward.register(app, eval_app)
-online.register(app, eval_app)
+online.register(app)
+evaluate.register(eval_app)
 plan.register(app, eval_app)
 pipeline.register(app, eval_app)
 judge.register(eval_app)
+feedback.register(data_app)

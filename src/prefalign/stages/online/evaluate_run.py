@@ -1,4 +1,7 @@
-"""``prefalign eval policy``: a finished online run's policy against its reference.
+"""``prefalign eval policy RUN_DIR``: a finished online run's policy against its reference.
+
+(Any other policy, or an online run with ``--judge``, goes through
+``prefalign.eval.any_policy``.)
 
 The run's own ``config.yaml`` says everything: the held-out prompts (the same
 split as in training, or ``data.eval``), the reward, the judge and the
@@ -14,15 +17,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from prefalign.errors import ConfigError
 from prefalign.eval.policy import PolicyEvaluation, write_policy_report
 from prefalign.models.load import load_model
 from prefalign.stages.lifecycle import load_frozen
 from prefalign.stages.online.model import PolicyModel, logprob_temperature
 from prefalign.stages.online.reference import ReferencePolicy
-from prefalign.stages.online.registry import load_online_config
+from prefalign.stages.online.registry import load_online_config, online_algorithms
 from prefalign.stages.online.run import build_evaluator, validate_inputs
 from prefalign.stages.online.setup import policy_side, reference_side
+
+
+def is_online_run(run_dir: str | Path) -> bool:
+    """True when ``run_dir/config.yaml`` names a registered online algorithm."""
+    config_path = Path(run_dir) / "config.yaml"
+    try:
+        loaded = yaml.safe_load(config_path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(loaded, dict) and loaded.get("algorithm") in online_algorithms()
 
 
 def evaluate_run(run_dir: str | Path, overrides: list[str] | None = None,
