@@ -62,85 +62,88 @@ def _online_run(run_dir: Path, out: Path | None, overrides: list[str]) -> None:
     typer.echo(f"{summary}\nreport: {paths['examples']}, {paths['histogram']}")
 
 
+def policy(run_dir: Path | None = RUN_DIR_ARGUMENT, model: str | None = MODEL_OPTION,
+           reference: str | None = REFERENCE_OPTION, prompts: str | None = PROMPTS_OPTION,
+           judge: list[str] | None = JUDGE_OPTION,
+           best_of: int = typer.Option(1, "--best-of", min=1, help="Also evaluate the "
+                                       "policy as best-of-N."),
+           rerank: str | None = typer.Option(None, "--rerank", help="Pointwise judge that "
+                                             "picks the best of N."),
+           threshold: float | None = typer.Option(None, "--threshold", help="Rejection "
+                                                  "sampling: keep the first of N scoring "
+                                                  "at least this, else the best."),
+           out: Path | None = OUT_OPTION, max_new_tokens: int = MAX_NEW_OPTION,
+           temperature: float = TEMPERATURE_OPTION, kl_samples: int = KL_SAMPLES_OPTION,
+           seed: int = SEED_OPTION, batch_size: int = BATCH_OPTION,
+           overrides: list[str] | None = OVERRIDES_ARGUMENT) -> None:
+    """Policy vs reference: reward, win rate, KL, length, pass rate (and best-of-N).
+
+    `eval policy RUN_DIR` on an online run evaluates it as configured (key=value
+    overrides allowed); otherwise give --model (or a run directory of any stage),
+    --prompts and --judge.
+    """
+    from prefalign.errors import ConfigError
+    from prefalign.eval.any_policy import evaluate_policy, headline
+    from prefalign.eval.compare_report import write_comparison
+    from prefalign.stages.online.evaluate_run import is_online_run
+
+    if run_dir is not None and model is None and not judge and is_online_run(run_dir):
+        _online_run(run_dir, out, overrides or [])
+        return
+    if overrides:
+        raise ConfigError(f"key=value overrides apply to an online run only: {overrides[0]}")
+    model = model or (str(run_dir) if run_dir is not None else None)
+    if model is None:
+        raise ConfigError("give a policy: --model M (or an online run directory)")
+    records, judges = _records(prompts), _judges(judge)
+    rerank_judge = _judges([rerank])[0] if rerank else None
+    if best_of > 1 and rerank_judge is None:
+        raise ConfigError("--best-of needs --rerank JUDGE (a pointwise judge)")
+    comparison = evaluate_policy(
+        model, records, judges, reference=reference, best_of=best_of, rerank=rerank_judge,
+        threshold=threshold, source=prompts,
+        settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size))
+    paths = write_comparison(comparison, out or Path("policy-eval"), judges)
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in headline(comparison).items())
+    typer.echo(f"{summary}\nreport: {paths['markdown']}, {paths['html']}")
+
+
+def compare(policies: list[str] = typer.Argument(..., help="Policies: run directories, "
+                                                 "saved models, adapters or hub ids."),
+            prompts: str | None = PROMPTS_OPTION, judge: list[str] | None = JUDGE_OPTION,
+            baseline: str | None = typer.Option(None, "--baseline", help="The policy win "
+                                                "rates are against (default the first)."),
+            reference: str | None = REFERENCE_OPTION,
+            out: Path = typer.Option(Path("compare"), "--out", help="Report folder."),
+            max_new_tokens: int = MAX_NEW_OPTION, temperature: float = TEMPERATURE_OPTION,
+            kl_samples: int = KL_SAMPLES_OPTION, seed: int = SEED_OPTION,
+            batch_size: int = BATCH_OPTION) -> None:
+    """Several policies on the same prompts and seeds: one table, figures, HTML.
+
+    Writes compare.json, compare.md and a self-contained compare.html into --out.
+    """
+    from prefalign.errors import ConfigError
+    from prefalign.eval.compare import Candidate, compare_policies
+    from prefalign.eval.compare_report import write_comparison
+    from prefalign.eval.policies import resolve_policy
+
+    baseline = baseline or policies[0]
+    if baseline not in policies:
+        raise ConfigError(f"--baseline {baseline} is not one of the policies: "
+                          f"{', '.join(policies)}")
+    sources = [resolve_policy(p) for p in policies]
+    candidates = [Candidate(source, source.label) for source in sources]
+    ref = resolve_policy(reference, reference) if reference else None
+    records, judges = _records(prompts), _judges(judge)
+    comparison = compare_policies(
+        candidates, records, judges, baseline=policies.index(baseline), reference=ref,
+        source=prompts,
+        settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size))
+    paths = write_comparison(comparison, out, judges)
+    typer.echo(f"{len(candidates)} policies on {len(records)} prompts\n"
+               f"report: {paths['markdown']}, {paths['html']}")
+
+
 def register(eval_app: typer.Typer) -> None:
-    @eval_app.command("policy")
-    def policy(run_dir: Path | None = RUN_DIR_ARGUMENT, model: str | None = MODEL_OPTION,
-               reference: str | None = REFERENCE_OPTION, prompts: str | None = PROMPTS_OPTION,
-               judge: list[str] | None = JUDGE_OPTION,
-               best_of: int = typer.Option(1, "--best-of", min=1, help="Also evaluate the "
-                                           "policy as best-of-N."),
-               rerank: str | None = typer.Option(None, "--rerank", help="Pointwise judge that "
-                                                 "picks the best of N."),
-               threshold: float | None = typer.Option(None, "--threshold", help="Rejection "
-                                                      "sampling: keep the first of N scoring "
-                                                      "at least this, else the best."),
-               out: Path | None = OUT_OPTION, max_new_tokens: int = MAX_NEW_OPTION,
-               temperature: float = TEMPERATURE_OPTION, kl_samples: int = KL_SAMPLES_OPTION,
-               seed: int = SEED_OPTION, batch_size: int = BATCH_OPTION,
-               overrides: list[str] | None = OVERRIDES_ARGUMENT) -> None:
-        """Policy vs reference: reward, win rate, KL, length, pass rate (and best-of-N).
-
-        `eval policy RUN_DIR` on an online run evaluates it as configured (key=value
-        overrides allowed); otherwise give --model (or a run directory of any stage),
-        --prompts and --judge.
-        """
-        from prefalign.errors import ConfigError
-        from prefalign.eval.any_policy import evaluate_policy, headline
-        from prefalign.eval.compare_report import write_comparison
-        from prefalign.stages.online.evaluate_run import is_online_run
-
-        if run_dir is not None and model is None and not judge and is_online_run(run_dir):
-            _online_run(run_dir, out, overrides or [])
-            return
-        if overrides:
-            raise ConfigError(f"key=value overrides apply to an online run only: {overrides[0]}")
-        model = model or (str(run_dir) if run_dir is not None else None)
-        if model is None:
-            raise ConfigError("give a policy: --model M (or an online run directory)")
-        records, judges = _records(prompts), _judges(judge)
-        rerank_judge = _judges([rerank])[0] if rerank else None
-        if best_of > 1 and rerank_judge is None:
-            raise ConfigError("--best-of needs --rerank JUDGE (a pointwise judge)")
-        comparison = evaluate_policy(
-            model, records, judges, reference=reference, best_of=best_of, rerank=rerank_judge,
-            threshold=threshold, source=prompts,
-            settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size))
-        paths = write_comparison(comparison, out or Path("policy-eval"), judges)
-        summary = ", ".join(f"{k}={v:.4g}" for k, v in headline(comparison).items())
-        typer.echo(f"{summary}\nreport: {paths['markdown']}, {paths['html']}")
-
-    @eval_app.command("compare")
-    def compare(policies: list[str] = typer.Argument(..., help="Policies: run directories, "
-                                                     "saved models, adapters or hub ids."),
-                prompts: str | None = PROMPTS_OPTION, judge: list[str] | None = JUDGE_OPTION,
-                baseline: str | None = typer.Option(None, "--baseline", help="The policy win "
-                                                    "rates are against (default the first)."),
-                reference: str | None = REFERENCE_OPTION,
-                out: Path = typer.Option(Path("compare"), "--out", help="Report folder."),
-                max_new_tokens: int = MAX_NEW_OPTION, temperature: float = TEMPERATURE_OPTION,
-                kl_samples: int = KL_SAMPLES_OPTION, seed: int = SEED_OPTION,
-                batch_size: int = BATCH_OPTION) -> None:
-        """Several policies on the same prompts and seeds: one table, figures, HTML.
-
-        Writes compare.json, compare.md and a self-contained compare.html into --out.
-        """
-        from prefalign.errors import ConfigError
-        from prefalign.eval.compare import Candidate, compare_policies
-        from prefalign.eval.compare_report import write_comparison
-        from prefalign.eval.policies import resolve_policy
-
-        baseline = baseline or policies[0]
-        if baseline not in policies:
-            raise ConfigError(f"--baseline {baseline} is not one of the policies: "
-                              f"{', '.join(policies)}")
-        sources = [resolve_policy(p) for p in policies]
-        candidates = [Candidate(source, source.label) for source in sources]
-        ref = resolve_policy(reference, reference) if reference else None
-        records, judges = _records(prompts), _judges(judge)
-        comparison = compare_policies(
-            candidates, records, judges, baseline=policies.index(baseline), reference=ref,
-            source=prompts,
-            settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size))
-        paths = write_comparison(comparison, out, judges)
-        typer.echo(f"{len(candidates)} policies on {len(records)} prompts\n"
-                   f"report: {paths['markdown']}, {paths['html']}")
+    eval_app.command("policy")(policy)
+    eval_app.command("compare")(compare)

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from prefalign.errors import ModelError
+from prefalign.models.dropout import disable_dropout
 from prefalign.models.load import load_model, resolve_model_source
 from prefalign.models.token_logprobs import CompletionLogprobModel
 from prefalign.rollout.batch import encode_prompts, right_pad
@@ -86,6 +87,7 @@ class LoadedPolicy:
     def __init__(self, source: PolicySource, dtype: str = "auto", batch_size: int = 16):
         self.source = source
         self.lm, self.tokenizer = load_model(source.model, dtype=dtype)
+        disable_dropout(self.lm)
         self.lm.requires_grad_(False).eval()
         self.engine = TransformersEngine(self.lm, self.tokenizer, batch_size)
         self.batch_size = batch_size
