@@ -31,10 +31,10 @@ a re-run with the same settings skips the prompts already there (a chunk cut
 short is sampled again whole, with its seed: the same samples, and only its
 missing prompts are judged); a re-run with other settings is refused. ``out``
 holds the pairs with ``confidence ≥ min_confidence`` (all of them without a
-threshold); ``random_control`` a
-same-size subset of all labelled pairs drawn with ``seed``, the chance
-baseline against which the confidence filter is judged. Both are pure
-functions of the journal.
+threshold); ``random_control`` a same-size subset of all labelled pairs drawn
+with ``seed``, the chance baseline against which the confidence filter is
+judged. Both are pure functions of the journal, so a re-run with another
+threshold relabels nothing.
 """
 
 from __future__ import annotations
