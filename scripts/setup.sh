@@ -8,7 +8,9 @@
 #   TORCH_SPEC        which torch to install (default: torch==2.13.0)
 #   TORCH_INDEX_URL   where from, e.g. https://download.pytorch.org/whl/cu124 for a
 #                     CUDA build, or https://download.pytorch.org/whl/cpu for CPU
-#   EXTRAS            extras of prefalign to install (default: dev)
+#   EXTRAS            extras of prefalign to install (default: dev); `dev,judge` adds
+#                     llama-cpp-python[server], built from source (several minutes) for
+#                     any x86-64 CPU: CMAKE_ARGS defaults to -DGGML_NATIVE=OFF
 #   CONSTRAINTS       constraints file (default: constraints.txt); `none` installs the
 #                     newest versions pyproject.toml allows (scripts/update_constraints.sh)
 #   VENV, PYTHON      the environment folder and the interpreter that makes it
@@ -19,6 +21,7 @@ VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 EXTRAS=${EXTRAS:-dev}
 CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
+export CMAKE_ARGS=${CMAKE_ARGS:--DGGML_NATIVE=OFF}
 
 "$PYTHON" -m venv "$VENV"
 . "$VENV/bin/activate"
