@@ -11,7 +11,7 @@ import pytest
 
 from prefalign.cli import main
 from prefalign.errors import PrefalignError
-from prefalign.judges.base import PairwiseVerdict, register_judge_kind
+from prefalign.judges.base import JUDGE_KINDS, PairwiseVerdict
 from prefalign.stages.feedback import (
     LabelOutput,
     constitution_rubric,
@@ -142,6 +142,9 @@ def test_resume_after_kill_gives_the_uninterrupted_file(tmp_path, tiny_model_dir
     whole = LabelOutput(tmp_path / "whole" / "pairs.jsonl", 0.1, tmp_path / "whole" / "c.jsonl")
     label_prompts(records, sampler, LongerJudge(), whole, settings={"m": 1}, chunk_size=3)
     cut = LabelOutput(tmp_path / "cut" / "pairs.jsonl", 0.1, tmp_path / "cut" / "c.jsonl")
+    first = label_prompts(records, sampler, LongerJudge(), cut, settings={"m": 1},
+                          chunk_size=3, limit=4)
+    assert first.prompts == 4 and first.labelled + first.skipped == 4
     with pytest.raises(Killed):
         label_prompts(records, sampler, LongerJudge(), cut, settings={"m": 1}, chunk_size=3,
                       on_progress=_stop_after(6))
@@ -167,11 +170,10 @@ def test_constitution_becomes_the_rubric():
     assert constitution_rubric(own) == own
 
 
-def _longer_factory(argument, **options):
-    return LongerJudge()
-
-
-register_judge_kind("test-longer", _longer_factory)
+@pytest.fixture(autouse=True)
+def longer_judge_kind(monkeypatch):
+    """``test-longer:ANY`` builds a ``LongerJudge`` while a test runs."""
+    monkeypatch.setitem(JUDGE_KINDS, "test-longer", lambda argument, **options: LongerJudge())
 
 
 def run_cli(monkeypatch, capsys, *args):

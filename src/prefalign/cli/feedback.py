@@ -81,6 +81,8 @@ def label(
                                                 "with confidence ≥ C (0..1)."),
     random_control: Path | None = typer.Option(None, "--random-control", help="Also write a "
                                                "same-size random subset of all labelled pairs."),
+    limit: int | None = typer.Option(None, "--limit", help="Label only the first N prompts "
+                                     "(a later run with a larger N continues)."),
     seed: int = SEED_OPTION,
     max_new_tokens: int = TOKENS_OPTION,
     temperature: float = TEMPERATURE_OPTION,
@@ -116,7 +118,7 @@ def label(
                 "temperature": temperature, "top_p": top_p}
     summary = label_prompts(records, sampler, built,
                             LabelOutput(out, min_confidence, random_control, seed),
-                            settings=settings, chunk_size=batch_size, seed=seed,
+                            settings=settings, chunk_size=batch_size, seed=seed, limit=limit,
                             on_progress=_progress("labelled"))
     typer.echo(f"{summary.line()} -> {out}"
                + (f", control -> {random_control}" if random_control else ""))

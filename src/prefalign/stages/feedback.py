@@ -205,8 +205,8 @@ class LabelOutput:
     seed: int = 0
 
 
-def _finish(journal: Journal, output: LabelOutput, prompts: int, resumed: int) -> LabelSummary:
-    entries = journal.ordered()
+def _finish(journal: Journal, output: LabelOutput, count: int, resumed: int) -> LabelSummary:
+    entries = [e for e in journal.ordered() if e["prompt_index"] < count]
     pairs = [e["pair"] for e in entries if e["pair"] is not None]
     kept = filtered(pairs, output.min_confidence)
     write_jsonl(kept, output.out)
@@ -214,40 +214,44 @@ def _finish(journal: Journal, output: LabelOutput, prompts: int, resumed: int) -
     if output.random_control is not None:
         control = random_subset(pairs, len(kept), output.seed)
         write_jsonl(control, output.random_control)
-    return LabelSummary(prompts=prompts, labelled=len(pairs), skipped=len(entries) - len(pairs),
+    return LabelSummary(prompts=count, labelled=len(pairs), skipped=len(entries) - len(pairs),
                         kept=len(kept), control=len(control), resumed=resumed)
 
 
 def label_prompts(records: Sequence[dict], sampler: Sampler, judge, output: LabelOutput, *,
-                  settings: dict, chunk_size: int = 8, seed: int = 0,
+                  settings: dict, chunk_size: int = 8, seed: int = 0, limit: int | None = None,
                   on_progress: Progress | None = None) -> LabelSummary:
     """Label ``records`` (prompt records) as described in the module docstring.
 
     ``settings`` identify the run in the journal (model, judge, constitution,
     sampling, the prompts' fingerprint); ``chunk_size`` prompts are sampled and
-    judged together, chunk ``c`` with seed ``chunk_seed(seed, c)``;
-    ``on_progress(done, total)`` is called after each chunk.
+    judged together, chunk ``c`` with seed ``chunk_seed(seed, c)``; ``limit``
+    labels (and writes) only the first ``limit`` prompts, so a later run with a
+    larger one continues (a chunk is always sampled whole, so the samples do not
+    depend on ``limit``); ``on_progress(done, total)`` is called after each chunk.
     """
     if not getattr(judge, "compare", None):
         raise PrefalignError(f"judge '{getattr(judge, 'name', judge)}' is not pairwise: "
                              f"labelling needs a pairwise judge (lm:MODEL or http:URL)")
+    count = len(records) if limit is None else min(limit, len(records))
     journal = Journal(journal_path(output.out), {**settings, "seed": seed,
                                                  "chunk_size": chunk_size})
-    resumed = len(journal.entries)
-    write_jsonl(filtered([e["pair"] for e in journal.ordered() if e["pair"] is not None],
+    resumed = sum(1 for i in journal.entries if i < count)
+    write_jsonl(filtered([e["pair"] for e in journal.ordered()
+                          if e["pair"] is not None and e["prompt_index"] < count],
                          output.min_confidence), output.out)
-    for number, indices in enumerate(chunks(len(records), chunk_size)):
+    for number, indices in enumerate(chunks(count, chunk_size)):
         todo = [i for i in indices if i not in journal.entries]
         if todo:
-            groups = sampler([records[i] for i in indices], chunk_seed(seed, number))
-            slots = [indices.index(i) for i in todo]
+            whole = range(indices.start, min(indices.start + chunk_size, len(records)))
+            groups = sampler([records[i] for i in whole], chunk_seed(seed, number))
             entries = label_chunk(judge, [records[i] for i in todo], todo,
-                                  [groups[s] for s in slots])
+                                  [groups[i - whole.start] for i in todo])
             journal.append(entries)
             _append_kept(output, entries)
         if on_progress is not None:
-            on_progress(len(journal.entries), len(records))
-    return _finish(journal, output, len(records), resumed)
+            on_progress(sum(1 for i in journal.entries if i < count), count)
+    return _finish(journal, output, count, resumed)
 
 
 def _append_kept(output: LabelOutput, entries: list[dict]) -> None:
