@@ -90,13 +90,29 @@ def test_pairs_follow_the_judge_best_and_worst(tmp_path):
                           "skipped": "fewer than two distinct non-empty responses"}
 
 
-def test_position_biased_verdict_is_a_tie_with_zero_confidence(tmp_path):
-    table = {"q": ["one", "two words"]}
-    label_prompts([{"prompt": "q"}], fake_sampler(table), FirstShownJudge(),
+class BiasedJudge:
+    """Prefers the first-shown response, and the response "good" a little more: P(A better)
+    is 0.8 with "good" as A shown first, 0.4 with it shown second."""
+
+    name = "test:biased"
+
+    def compare(self, prompts, responses_a, responses_b):
+        return [PairwiseVerdict.from_orders(0.8, 0.4) if a == "good" else
+                PairwiseVerdict.from_orders(0.6, 0.2) for a in responses_a]
+
+
+@pytest.mark.parametrize("judge, chosen, confidence", [
+    (FirstShownJudge(), "one", 0.0),           # (1 + 0)/2 = ½: no preference left
+    (BiasedJudge(), "good", 0.2),              # (0.8 + 0.4)/2 = 0.6 → |0.6 − ½|·2
+])
+def test_position_bias_averages_out(tmp_path, judge, chosen, confidence):
+    table = {"q": ["one", "good"] if chosen == "one" else ["good", "bad"]}
+    label_prompts([{"prompt": "q"}], fake_sampler(table), judge,
                   LabelOutput(tmp_path / "pairs.jsonl"), settings={})
     (row,) = read(tmp_path / "pairs.jsonl")
+    assert row["chosen"] == chosen
     assert row["metadata"]["tie"] is True
-    assert row["metadata"]["confidence"] == 0.0
+    assert row["metadata"]["confidence"] == pytest.approx(confidence, abs=1e-12)
     assert row["metadata"]["position_consistent"] is False
 
 

@@ -18,12 +18,15 @@ judge's confidence can filter them. Here, for each prompt:
    tie) are the pair. For ``K = 2`` this is the one comparison;
 3. the pair is oriented by its own direct comparison, so a label never
    contradicts the judge: ``chosen`` is the side with ``p ≥ ½``. The row's
-   ``metadata`` holds ``p_first`` (the judge's mean probability that the
-   lower-indexed sample of the two is better), ``p_chosen = max(p_first,
-   1 − p_first)``, ``confidence = |p_first − ½|·2 = 2·p_chosen − 1`` (0 when the
-   verdict is a tie: the two orders disagree, or both are exactly ½),
-   ``position_consistent`` (both orders prefer the same response), the judge's
-   name, the sample indices and the prompt's index in the input.
+   ``metadata`` holds ``p_first`` (the judge's probability, averaged over both
+   orders, that the lower-indexed sample of the two is better), ``p_chosen =
+   max(p_first, 1 − p_first)``, ``confidence = |p_first − ½|·2 = 2·p_chosen − 1``,
+   ``tie`` and ``position_consistent`` (both orders prefer the same response),
+   the judge's name, the sample indices and the prompt's index in the input.
+   The average over both orders cancels a judge's constant preference for one
+   position, so a pair whose orders disagree still has a confidence (a small
+   judge is rarely position-consistent); a consumer that wants Zheng et al.'s
+   conservative rule keeps ``position_consistent`` pairs only.
 
 Every processed prompt is appended at once to a journal, ``<out>.labels.jsonl``
 (first line: the settings that produced it), so a killed run loses nothing and
@@ -140,7 +143,7 @@ def _pair_row(record: dict, index: int, texts: list[str], sample_ids: list[int],
     first, second = min(best, worst), max(best, worst)
     chosen, rejected = (first, second) if verdict.p_first >= 0.5 else (second, first)
     p_chosen = max(verdict.p_first, 1.0 - verdict.p_first)
-    confidence = 0.0 if verdict.tie else abs(verdict.p_first - 0.5) * 2
+    confidence = abs(verdict.p_first - 0.5) * 2
     metadata = {"confidence": confidence, "judge": judge_name, "p_first": verdict.p_first,
                 "p_chosen": p_chosen, "tie": bool(verdict.tie),
                 "position_consistent": not verdict.position_flip,
