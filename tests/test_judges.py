@@ -208,3 +208,26 @@ def test_reward_model_judge_and_eval_judge_outputs(monkeypatch, capsys, tmp_path
     assert result["accuracy"]["value"] == pytest.approx((wins + 0.5 * ties) / 12)
     assert result["stats"]["requests"] == 24
     assert "| accuracy (ties ½) |" in (tmp_path / "o" / "judge_eval.md").read_text()
+
+
+def test_the_cache_keeps_chunks_judged_before_an_interruption(tmp_path):
+    from prefalign.judges.cache import CHUNK, JudgeCache, JudgeStats
+
+    items = [(f"prompt {i}", "a", "b") for i in range(CHUNK + 5)]
+    calls = []
+
+    def compute(chunk):
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return [[0.25, "x"]] * len(chunk)
+
+    with pytest.raises(KeyboardInterrupt):
+        JudgeCache("judge", JudgeStats(), tmp_path).get_or_compute(items, compute)
+    stats = JudgeStats()
+    resumed = JudgeCache("judge", stats, tmp_path)
+    assert resumed.get_or_compute(items, lambda chunk: [[0.75, "y"]] * len(chunk)) == \
+        [[0.25, "x"]] * CHUNK + [[0.75, "y"]] * 5
+    assert stats.hits == CHUNK and stats.misses == 5
+    assert JudgeCache("other judge", JudgeStats(), tmp_path).get_or_compute(
+        items[:1], lambda chunk: [[0.5, "z"]]) == [[0.5, "z"]]

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+CHUNK = 32
+
 
 @dataclass
 class JudgeStats:
@@ -70,8 +72,9 @@ class JudgeCache:
 
     def get_or_compute(self, items: list[tuple[str, ...]],
                        compute: Callable[[list[tuple[str, ...]]], list[Any]]) -> list[Any]:
-        """Values for ``items``: cached ones looked up, the others computed by one call
-        of ``compute`` (on the distinct missing items, in order) and stored."""
+        """Values for ``items``: cached ones looked up, the others computed by ``compute``
+        (on the distinct missing items, in order, ``CHUNK`` at a time) and stored after
+        each chunk, so an interrupted evaluation keeps what it judged."""
         keys = [self.key(item) for item in items]
         with self._lock:
             missing = list(dict.fromkeys(k for k in keys if k not in self._values))
@@ -79,8 +82,9 @@ class JudgeCache:
             self.stats.hits += len(keys) - len(missing)
         if missing:
             by_key = {k: item for k, item in zip(keys, items)}
-            values = compute([by_key[k] for k in missing])
-            self._store(dict(zip(missing, values)))
+            for start in range(0, len(missing), CHUNK):
+                chunk = missing[start:start + CHUNK]
+                self._store(dict(zip(chunk, compute([by_key[k] for k in chunk]))))
         with self._lock:
             return [self._values[k] for k in keys]
 
