@@ -41,19 +41,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def llama_server(request):
-    port = _free_port()
+def llama_server(request, tmp_path):
+    port, log = _free_port(), (tmp_path / "llama-server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf()), "--host",
          "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
          "--logits_all", "true", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    request.addfinalizer(lambda: (process.kill(), process.wait(timeout=30)))
+        stdout=log, stderr=subprocess.STDOUT)  # a file: its verbose log would fill a pipe
+    request.addfinalizer(lambda: (process.kill(), process.wait(timeout=30), log.close()))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"llama.cpp server exited: {process.stderr.read().decode()[-2000:]}")
+            tail = (tmp_path / "llama-server.log").read_text()[-2000:]
+            pytest.fail(f"llama.cpp server exited: {tail}")
         try:
             urllib.request.urlopen(f"{url}/v1/models", timeout=2).read()
             return url, process
@@ -64,11 +65,12 @@ def llama_server(request):
 
 def test_pairwise_judgment_through_llama_cpp_both_orders_and_cache(llama_server, tmp_path):
     url, _ = llama_server
-    judge = build_judge(f"http:{url}#smollm2", cache_dir=tmp_path, concurrency=1)
+    judge = build_judge(f"http:{url}#smollm2", cache_dir=tmp_path, concurrency=1, timeout=300)
     prompts = ["What is the capital of France?", "What is 2 + 2?"]
     good, bad = ["The capital of France is Paris.", "2 + 2 = 4."], ["I like turtles.", "5"]
     verdicts = judge.compare(prompts, good, bad)
-    assert len(verdicts) == 2 and judge.stats.requests == 4
+    assert len(verdicts) == 2 and judge.stats.misses == 4
+    assert judge.stats.requests - judge.stats.retries == 4  # one answered request per order
     for verdict in verdicts:
         assert 0.0 <= verdict.first_order <= 1.0 and 0.0 <= verdict.swapped_order <= 1.0
         assert len(verdict.raw) == 2
