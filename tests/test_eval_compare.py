@@ -124,6 +124,8 @@ def test_compare_two_tiny_policies(monkeypatch, capsys, tmp_path, tiny_model_dir
               zip(answers[str(perturbed)]["texts"], answers[str(tiny_model_dir)]["texts"])]
     expected = [0.9 if v == 1.0 else 0.1 if v == 0.0 else 0.5 for v in longer]
     assert other["win_rate"]["rate"] == pytest.approx(sum(expected) / 8)
+    assert other["win_rate"]["tie_rate"] == pytest.approx(sum(v == 0.5 for v in longer) / 8)
+    assert other["win_rate"]["position_flip_rate"] == 0
     gained = other["rewards"]["letters"]["mean"] - base["rewards"]["letters"]["mean"]
     assert other["reward_per_kl"] == pytest.approx(gained / other["kl_k1_seq"])
     markdown = (out / "compare.md").read_text()

@@ -43,7 +43,10 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         line += [f"{_interval(row['pass'][v], 'rate')} ({row['pass'][v]['passed']}/{row['n']})"
                  for v in verifiers]
         if win:
-            line += [_interval(row["win_rate"], "rate"),
+            won = row["win_rate"]
+            flips = "" if "position_flip_rate" not in won else (
+                f"; ties {won['tie_rate']:.2f}, order flips {won['position_flip_rate']:.2f}")
+            line += [_interval(won, "rate") + flips,
                      f"{row['win_rate']['length_controlled']:.3f}"]
         if "kl_k1_seq" in row:
             line += [f"{row['kl_k1_seq']:.3f} / {row['kl_k3_seq']:.3f}",
@@ -84,7 +87,12 @@ def comparison_json(comparison) -> dict:
             "judges": comparison.judges, "settings": asdict(comparison.settings),
             "kl_keys": list(KL_KEYS), "rows": comparison.rows,
             "answers": [{"policy": a.label, "texts": a.texts, "lengths": a.lengths,
-                         "scores": a.scores} for a in comparison.answers],
+                         "scores": a.scores,
+                         "verdicts": {judge: None if verdicts is None else [
+                             {"p_first": v.p_first, "tie": v.tie, "first_order": v.first_order,
+                              "swapped_order": v.swapped_order} for v in verdicts]
+                             for judge, verdicts in a.verdicts.items()}}
+                        for a in comparison.answers],
             "prompts": comparison.prompts}
 
 

@@ -10,6 +10,8 @@ Per policy (``n`` prompts):
   else the first pointwise judge that is not a verifier, else the first): ``rate``
   ``= (wins + ½·ties)/n`` with a bootstrap interval, and ``length_controlled``, the
   win rate at equal length (``prefalign.eval.length_control``; lengths in tokens);
+  for a pairwise judge also ``tie_rate`` and ``position_flip_rate`` (the verdict
+  changes with the order of the two answers);
 * ``kl_k1_seq``, ``kl_k3_seq``, ``kl_k1_token``, ``kl_k3_token`` — KL to the
   reference (``prefalign.eval.stats``), absent for best-of-n policies, which carry
   ``kl_bound`` (``log n − (n − 1)/n`` to their base policy) instead;
@@ -65,8 +67,13 @@ def _win(answer, base, judge, seed: int, resamples: int) -> dict:
         points = win_points(answer.scores[judge.name], base.scores[judge.name])
     low, high = bootstrap_interval(points, seed, resamples)
     difference = [a - b for a, b in zip(answer.lengths, base.lengths)]
-    return {"judge": judge.name, "rate": float(np.mean(points)), "ci_low": low, "ci_high": high,
-            "length_controlled": length_controlled_win_rate(points, difference)}
+    win = {"judge": judge.name, "rate": float(np.mean(points)), "ci_low": low, "ci_high": high,
+           "length_controlled": length_controlled_win_rate(points, difference)}
+    if answer is not base and hasattr(judge, "compare"):
+        verdicts = answer.verdicts[judge.name]
+        win["tie_rate"] = float(np.mean([v.tie for v in verdicts]))
+        win["position_flip_rate"] = float(np.mean([v.position_flip for v in verdicts]))
+    return win
 
 
 def _reward_per_kl(row: dict, base_row: dict, judge) -> float | None:
