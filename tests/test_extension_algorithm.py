@@ -71,8 +71,8 @@ def test_toy_algorithm_gets_a_command_and_a_typed_section(toy_algorithm):
         load_online_config("toy-reinforce", None, ["data.train=x.jsonl",
                                                    "rewards=[{name: arithmetic}]",
                                                    "toy_reinforce.scal=2"])
-    app, eval_app = typer.Typer(), typer.Typer()
-    online_cli.register(app, eval_app)
+    app = typer.Typer()
+    online_cli.register(app)
     out = CliRunner().invoke(app, ["toy-reinforce", "--help"])
     assert out.exit_code == 0 and "mean baseline" in out.output
     assert "toy_reinforce.scale" in out.output
