@@ -231,3 +231,25 @@ def test_the_cache_keeps_chunks_judged_before_an_interruption(tmp_path):
     assert stats.hits == CHUNK and stats.misses == 5
     assert JudgeCache("other judge", JudgeStats(), tmp_path).get_or_compute(
         items[:1], lambda chunk: [[0.5, "z"]]) == [[0.5, "z"]]
+
+
+def test_pairwise_agreement_figures_from_known_verdicts():
+    from prefalign.judges.cache import JudgeStats
+
+    orders = [(0.9, 0.8), (0.2, 0.1), (0.9, 0.3), (0.6, 0.45), (0.7, 0.6)]
+
+    class FixedJudge:
+        name, stats = "fixed", JudgeStats()
+
+        def compare(self, prompts, a, b):
+            return [PairwiseVerdict.from_orders(f, s) for f, s in orders]
+
+    pairs = [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 5
+    result = judge_agreement(FixedJudge(), pairs)
+    # wins: pairs 1 and 5; loss: pair 2; ties (orders disagree): pairs 3 and 4
+    assert result["accuracy"]["value"] == pytest.approx((2 + 0.5 * 2) / 5)
+    assert result["decisive_accuracy"]["value"] == pytest.approx(2 / 3)
+    assert result["position_bias"]["value"] == result["tie_rate"]["value"] == 0.4
+    assert result["preference_accuracy"]["value"] == pytest.approx(4 / 5)  # 0.6, 0.525 > ½
+    first_shown = [(f + 1 - s) / 2 for f, s in orders]
+    assert result["first_position_rate"] == pytest.approx(sum(first_shown) / 5)
