@@ -14,3 +14,5 @@ class SFTConfig(RunConfig):
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     packing: bool = Field(False, description="Pack several examples per row (padding-free).")
+    from_pairs: bool = Field(False, description="Read preference pairs and train on the chosen "
+                             "reply of each (SFT on preferred responses).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from prefalign.judges.cache import JudgeCache, JudgeStats, default_cache_dir, text_hash
@@ -20,7 +21,7 @@ def open_cache(fingerprint: str, stats: JudgeStats, cache: bool = True,
     return JudgeCache(fingerprint, stats, (cache_dir or default_cache_dir()) if cache else None)
 
 
-class CachedPointwise:
+class CachedPointwise(ABC):
     """Shared scoring path of model judges: cache lookup, then ``_score_batch``."""
 
     name: str
@@ -41,8 +42,9 @@ class CachedPointwise:
             out.extend(self._score_batch([p for p, _ in chunk], [r for _, r in chunk]))
         return out
 
+    @abstractmethod
     def _score_batch(self, prompts: list[str], responses: list[str]) -> list[float]:
-        raise NotImplementedError
+        """One score per (prompt, response), computed by the model (no cache)."""
 
 
 def model_options(options: dict) -> dict:

@@ -10,20 +10,18 @@ before its pipeline is used). A task names its pipeline by this name
 from __future__ import annotations
 
 import difflib
-import importlib
-import pkgutil
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from prefalign.config import load_config
 from prefalign.config.pipeline import DEFAULT_PIPELINE, PipelineConfig
+from prefalign.discovery import import_submodules
 from prefalign.errors import ConfigError
 from prefalign.pipeline.base import Pipeline
 
 PIPELINES: dict[str, Pipeline] = {}
 _PACKAGE = "prefalign.pipeline"
-_discovered = False
 
 
 def register_pipeline(pipeline: Pipeline) -> Pipeline:
@@ -37,13 +35,7 @@ def register_pipeline(pipeline: Pipeline) -> Pipeline:
 
 def discover_pipelines() -> None:
     """Import every module of ``prefalign.pipeline`` once, so their pipelines register."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    package = importlib.import_module(_PACKAGE)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{_PACKAGE}.{module.name}")
+    import_submodules(_PACKAGE)
 
 
 def get_pipeline(name: str) -> Pipeline:

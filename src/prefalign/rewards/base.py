@@ -20,14 +20,13 @@ defined in a new module of this package registers itself without further edits.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from prefalign.discovery import import_submodules
 from prefalign.errors import ConfigError, DataError
 
 
@@ -51,7 +50,6 @@ class RewardFunction(Protocol):
 RewardFactory = Callable[..., RewardFunction]
 REWARDS: dict[str, RewardFactory] = {}
 _PACKAGE = "prefalign.rewards"
-_discovered = False
 
 
 def register_reward(name: str) -> Callable[[RewardFactory], RewardFactory]:
@@ -75,13 +73,7 @@ def register_reward(name: str) -> Callable[[RewardFactory], RewardFactory]:
 
 def discover_rewards() -> None:
     """Import every module of ``prefalign.rewards`` once, so their rewards register."""
-    global _discovered
-    if _discovered:
-        return
-    package = importlib.import_module(_PACKAGE)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{_PACKAGE}.{module.name}")
-    _discovered = True
+    import_submodules(_PACKAGE)
 
 
 def available_rewards() -> list[str]:

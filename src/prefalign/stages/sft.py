@@ -73,12 +73,19 @@ class SFTAlgorithm:
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
 
+def chosen_as_sft(pairs: list[dict]) -> list[dict]:
+    """The chosen reply of each preference pair as an SFT example."""
+    return [{"prompt": pair["prompt"], "completion": pair["chosen"]} for pair in pairs]
+
+
 def run_sft(cfg: SFTConfig, resume: bool = False,
             on_step_end: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the result lands in ``runs/<name>/final``."""
     life = Lifecycle(cfg, "sft", resume, on_step_end)
     life.setup()
-    train_records, eval_records = life.load_data("sft")
+    train_records, eval_records = life.load_data("preference" if cfg.from_pairs else "sft")
+    if cfg.from_pairs:
+        train_records, eval_records = chosen_as_sft(train_records), chosen_as_sft(eval_records)
     models = life.load_models()
     examples = life.encode(train_records, encode_sft, models.tokenizer)
     eval_examples = life.encode(eval_records, encode_sft, models.tokenizer, label="eval")

@@ -13,17 +13,15 @@ registered and each one registered later.
 from __future__ import annotations
 
 import difflib
-import importlib
-import pkgutil
 from collections.abc import Callable
 
+from prefalign.discovery import import_submodules
 from prefalign.errors import ConfigError
 from prefalign.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
 _PACKAGE = "prefalign.tasks"
 _subscribers: list[Callable[[Task], None]] = []
-_discovered = False
 
 
 def register_task(task: Task) -> Task:
@@ -40,13 +38,7 @@ def register_task(task: Task) -> Task:
 
 def discover_tasks() -> None:
     """Import every module of ``prefalign.tasks`` once, so their tasks register."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    package = importlib.import_module(_PACKAGE)
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{_PACKAGE}.{module.name}")
+    import_submodules(_PACKAGE)
 
 
 def on_register(subscriber: Callable[[Task], None]) -> None:
