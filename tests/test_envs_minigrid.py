@@ -10,6 +10,7 @@ from collections import deque
 import pytest
 
 from prefalign.errors import PrefalignError
+from prefalign.stats import wilson_interval
 from prefalign.tasks.minigrid import (
     ENVIRONMENTS,
     PERTURBATION_TYPES,
@@ -35,7 +36,6 @@ from prefalign.tasks.minigrid import (
     preference_pairs,
     sft_records,
     split_seeds,
-    wilson_interval,
 )
 from prefalign.tasks.minigrid.grammar import COLOURS, OBJECT_TYPES, PICKABLE_TYPES
 

@@ -110,7 +110,7 @@ def test_compare_two_tiny_policies(monkeypatch, capsys, tmp_path, tiny_model_dir
         texts = answers[label]["texts"]
         passed = sum(len(t) % 2 == 0 for t in texts)
         assert row["pass"]["verifier:parity"]["rate"] == passed / 8
-        p, z = passed / 8, 1.96
+        p, z = passed / 8, 1.959963984540054
         centre = (p + z * z / 16) / (1 + z * z / 8)
         half = z * math.sqrt(p * (1 - p) / 8 + z * z / 256) / (1 + z * z / 8)
         assert row["pass"]["verifier:parity"]["ci_low"] == pytest.approx(max(0, centre - half))

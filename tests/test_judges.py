@@ -4,7 +4,6 @@ LM judges, agreement figures, and one clear line for each kind of bad input."""
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 import pytest
@@ -14,7 +13,7 @@ from tests.conftest import write_jsonl
 from prefalign.cli import main
 from prefalign.errors import ConfigError, DataError, ModelError
 from prefalign.judges import PairwiseVerdict, build_judge
-from prefalign.judges.agreement import judge_agreement, wilson
+from prefalign.judges.agreement import judge_agreement
 from prefalign.tasks import arithmetic
 
 
@@ -45,15 +44,6 @@ def test_verdict_combines_both_orders_and_calls_disagreement_a_tie():
     flipped = PairwiseVerdict.from_orders(0.9, 0.2)
     assert flipped.tie and flipped.position_flip and flipped.p_first == pytest.approx(0.55)
     assert PairwiseVerdict.from_orders(0.5, 0.5).tie
-
-
-def test_wilson_interval_matches_published_values():
-    low, high = wilson(8 / 10, 10)
-    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)  # Wilson 95% CI for 8/10
-    z, n, p = 1.959963984540054, 37, 0.25
-    centre, spread = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    assert wilson(p, n) == pytest.approx(((centre - spread) / (1 + z * z / n),
-                                          (centre + spread) / (1 + z * z / n)))
 
 
 def test_verifier_judge_scores_pairs_from_their_metadata():

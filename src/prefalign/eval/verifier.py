@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from prefalign.errors import ConfigError
 from prefalign.eval.generate import generate
+from prefalign.stats import wilson_interval
 from prefalign.tasks import get_task, passes
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion (Wilson 1927)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def pass_rate(lm, tokenizer, records: list[dict], verifier: str, *, max_new_tokens: int = 8,

@@ -29,24 +29,13 @@ import time
 from typing import Any
 
 from prefalign.judges.base import Judge, is_pairwise
-
-Z_95 = 1.959963984540054
-
-
-def wilson(p_hat: float, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a share ``p_hat`` of ``n`` trials; ``(nan, nan)`` for n = 0."""
-    if n == 0:
-        return math.nan, math.nan
-    centre = p_hat + z * z / (2 * n)
-    spread = z * math.sqrt(p_hat * (1 - p_hat) / n + z * z / (4 * n * n))
-    scale = 1 + z * z / n
-    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+from prefalign.stats import wilson_interval
 
 
 def share(successes: float, n: int) -> dict[str, Any]:
     """``{value, low, high, n}`` for ``successes`` of ``n``."""
     value = successes / n if n else math.nan
-    low, high = wilson(value, n)
+    low, high = wilson_interval(successes, n) if n else (math.nan, math.nan)
     return {"value": value, "low": low, "high": high, "n": n}
 
 

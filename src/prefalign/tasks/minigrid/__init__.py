@@ -22,7 +22,7 @@ _EXPORTS = {
     "executor": ("ExecutionResult", "FailureType", "execute"),
     "expert": ("NoExpertSubgoal", "expert_plan", "expert_subgoal"),
     "grammar": ("Subgoal", "SubgoalParseError", "format_subgoal", "parse_subgoal"),
-    "metrics": ("evaluate_policy", "proportion", "wilson_interval"),
+    "metrics": ("evaluate_policy", "proportion"),
     "perturb": ("PERTURBATION_TYPES", "Decision", "preference_pairs"),
     "traces": ("SeedSplits", "SplitLeakageError", "check_split_leakage", "context_overlap",
                "expert_rollout", "generate_traces", "sft_records", "split_seeds"),

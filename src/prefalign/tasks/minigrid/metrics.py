@@ -19,11 +19,11 @@ JSON-serialisable data.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from prefalign.errors import ConfigError, PrefalignError
+from prefalign.stats import wilson_interval
 from prefalign.tasks.minigrid.context import build_prompt, describe_state
 from prefalign.tasks.minigrid.episodes import ENVIRONMENTS, UnknownEnvironmentError, make_episode
 from prefalign.tasks.minigrid.executor import FailureType, execute
@@ -32,24 +32,8 @@ from prefalign.tasks.minigrid.perturb import PERTURBATION_TYPES, Decision
 from prefalign.tasks.minigrid.traces import expert_rollout
 
 PolicyFn = Callable[[list[str]], list[str]]
-Z_95 = 1.959963984540054  # standard normal quantile at 0.975
 ERROR_NAMES = {failure: ("parse_error" if failure is FailureType.UNPARSEABLE
                          else failure.value.lower()) for failure in FailureType}
-
-
-def wilson_interval(successes: int, total: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson, 1927, JASA 22:209).
-
-    With p = k/n:  centre = (p + z²/2n) / (1 + z²/n),
-    half-width = z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n).  (0, 1) when n = 0.
-    """
-    if total == 0:
-        return 0.0, 1.0
-    p = successes / total
-    denominator = 1.0 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def proportion(successes: int, total: int) -> dict:
