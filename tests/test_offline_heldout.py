@@ -51,3 +51,21 @@ def test_eval_file_with_a_training_problem_reordered_is_refused(tmp_path, kind):
     eval_file.write_text(json.dumps(swapped) + "\n")
     with pytest.raises(DataError):
         load_train_eval(DataConfig(train=SOURCE, eval=str(eval_file)), kind, seed=0)
+
+
+def test_a_file_already_split_with_the_same_seed_still_gives_a_held_out_share(tmp_path):
+    # `prefalign data split --seed 0` keeps in train.jsonl only prompts hashing below 0.8;
+    # an unsalted in-stage split with seed 0 would put every one of them on the train side.
+    from prefalign.data.split import split_records
+    from prefalign.stages.online.prompts import load_prompt_sets
+
+    rows = [{"prompt": f"question {i}", "chosen": "yes", "rejected": "no"} for i in range(2000)]
+    first = split_records(rows, {"train": 0.8, "eval": 0.2}, seed=0)["train"]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in first))
+    data = DataConfig(train=str(path), eval_fraction=0.1)
+    train, held_out = load_train_eval(data, "preference", seed=0)
+    assert 0.07 < len(held_out) / len(first) < 0.13 and len(train) + len(held_out) == len(first)
+    prompts, held_prompts = load_prompt_sets(data, seed=0)
+    assert 0.07 < len(held_prompts) / len(first) < 0.13
+    assert not {r["prompt"] for r in prompts} & {r["prompt"] for r in held_prompts}

@@ -72,21 +72,27 @@ def _group_key(record: dict, key: Key, index: int) -> str:
     return canonical_json(record[key])
 
 
-def unit_hash(text: str, seed: int) -> float:
+def unit_hash(text: str, seed: int | str) -> float:
     """Map ``(seed, text)`` to a number in [0, 1): the first 8 bytes of sha256 / 2**64."""
     digest = hashlib.sha256(f"{seed}\x00{text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+HELD_OUT_SALT = "held-out"
+
+
 def split_records(records: list[dict], fractions: dict[str, float], seed: int,
-                  key: Key = "prompt") -> dict[str, list[dict]]:
+                  key: Key = "prompt", salt: str = "") -> dict[str, list[dict]]:
     """Split ``records`` by ``fractions`` (positive, summing to 1), deterministically.
 
     Record ``r`` goes to split ``j`` when ``c_{j-1} <= h(seed, r[key]) < c_j``,
     where ``c_j`` are the cumulative fractions and ``h`` is ``unit_hash`` of the
     canonical JSON of ``r[key]`` (or ``key(r)`` when ``key`` is a content key).
     Every split named in ``fractions`` is present in the result (possibly empty)
-    and keeps the input order.
+    and keeps the input order. A ``salt`` (``h(salt:seed, ·)``) makes the hash
+    independent of unsalted splits: a stage's held-out split (``HELD_OUT_SALT``) of
+    a file that ``prefalign data split`` wrote with the same seed would otherwise see
+    only hashes below that file's bound, and split off nothing.
     """
     _check_fractions(fractions)
     names = list(fractions)
@@ -96,7 +102,7 @@ def split_records(records: list[dict], fractions: dict[str, float], seed: int,
         bounds.append(running)
     splits: dict[str, list[dict]] = {name: [] for name in names}
     for index, record in enumerate(records):
-        position = unit_hash(_group_key(record, key, index), seed)
+        position = unit_hash(_group_key(record, key, index), f"{salt}:{seed}" if salt else seed)
         target = next((name for name, bound in zip(names, bounds) if position < bound), names[-1])
         splits[target].append(record)
     return splits

@@ -11,7 +11,7 @@ import torch
 from prefalign.config import DataConfig, ModelConfig, RunConfig
 from prefalign.data.collate import length_grouped_batches
 from prefalign.data.load import dataset_fingerprint
-from prefalign.data.split import check_leakage, split_records
+from prefalign.data.split import HELD_OUT_SALT, check_leakage, split_records
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.rundir import RunDir
 from prefalign.errors import PrefalignError
@@ -58,7 +58,7 @@ def load_train_eval(data: DataConfig, kind: str, seed: int) -> tuple[list[dict],
         check_leakage({"train": train, "eval": held_out}, key)
     elif data.eval_fraction > 0:
         parts = split_records(train, {"train": 1 - data.eval_fraction,
-                                      "eval": data.eval_fraction}, seed, key)
+                                      "eval": data.eval_fraction}, seed, key, salt=HELD_OUT_SALT)
         train, held_out = parts["train"], parts["eval"]
     else:
         held_out = []

@@ -18,7 +18,7 @@ any model is loaded.
 from __future__ import annotations
 
 from prefalign.config.sections import DataConfig
-from prefalign.data.split import check_leakage, split_records
+from prefalign.data.split import HELD_OUT_SALT, check_leakage, split_records
 from prefalign.errors import DataError
 from prefalign.tasks import content_key, load_source
 
@@ -40,7 +40,8 @@ def load_prompt_sets(data: DataConfig, seed: int) -> tuple[list[dict], list[dict
         check_leakage({"train": train, "eval": held_out}, key=key)
     elif data.eval_fraction > 0:
         parts = split_records(train, {"train": 1 - data.eval_fraction,
-                                      "eval": data.eval_fraction}, seed, key=key)
+                                      "eval": data.eval_fraction}, seed, key=key,
+                             salt=HELD_OUT_SALT)
         train, held_out = parts["train"], parts["eval"]
     else:
         held_out = []
