@@ -28,7 +28,7 @@ LAYERS = {
     "judges": 4, "rewards": 4, "tasks": 4, "rollout": 4, "agents": 4,
     "engine": 5,
     "config": 6, "losses": 6, "data": 6, "models": 6,
-    "ops": 7, "errors": 7, "log": 7, "discovery": 7, "stats": 7,
+    "ops": 7, "errors": 7, "log": 7, "discovery": 7, "intervals": 7,
 }
 
 

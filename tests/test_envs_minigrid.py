@@ -10,7 +10,7 @@ from collections import deque
 import pytest
 
 from prefalign.errors import PrefalignError
-from prefalign.stats import wilson_interval
+from prefalign.intervals import wilson_interval
 from prefalign.tasks.minigrid import (
     ENVIRONMENTS,
     PERTURBATION_TYPES,

@@ -35,7 +35,7 @@ from prefalign.eval.stats import (
     verdict_points,
     win_points,
 )
-from prefalign.stats import wilson_interval
+from prefalign.intervals import wilson_interval
 
 KL_KEYS = ("kl_k1_seq", "kl_k3_seq", "kl_k1_token", "kl_k3_token")
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from prefalign.engine.rundir import atomic_write_json, atomic_write_text
+from prefalign.intervals import wilson_interval
 from prefalign.rollout.batch import pack_groups
 from prefalign.rollout.types import Completion, SamplingSettings
-from prefalign.stats import wilson_interval
 
 GenerateFn = Callable[[list[list[int]], SamplingSettings, int], list[list[Completion]]]
 LogpsFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefalign.errors import ConfigError
 from prefalign.eval.generate import generate
-from prefalign.stats import wilson_interval
+from prefalign.intervals import wilson_interval
 from prefalign.tasks import get_task, passes
 
 

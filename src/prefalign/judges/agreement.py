@@ -28,8 +28,8 @@ import math
 import time
 from typing import Any
 
+from prefalign.intervals import wilson_interval
 from prefalign.judges.base import Judge, is_pairwise
-from prefalign.stats import wilson_interval
 
 
 def share(successes: float, n: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from prefalign.errors import ConfigError, PrefalignError
-from prefalign.stats import wilson_interval
+from prefalign.intervals import wilson_interval
 from prefalign.tasks.minigrid.context import build_prompt, describe_state
 from prefalign.tasks.minigrid.episodes import ENVIRONMENTS, UnknownEnvironmentError, make_episode
 from prefalign.tasks.minigrid.executor import FailureType, execute

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from prefalign.stats import wilson_interval
+from prefalign.intervals import wilson_interval
 
 
 def test_wilson_interval_matches_published_values():
