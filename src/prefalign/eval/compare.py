@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from prefalign.errors import ConfigError
@@ -23,6 +24,7 @@ from prefalign.eval.compare_table import comparison_rows
 from prefalign.eval.judging import check_judges, pairwise, pointwise, score
 from prefalign.eval.policies import LoadedPolicy, PolicySource, free, prompt_text
 from prefalign.eval.stats import kl_estimates
+from prefalign.log import say
 from prefalign.rollout.types import SamplingSettings
 
 
@@ -115,8 +117,12 @@ def collect_answers(candidates: list[Candidate], records: list[dict],
         prompt_ids = policy.encode(records)
         for index, candidate in enumerate(candidates):
             if candidate.source.model == model:
+                started = time.perf_counter()
                 answers[index] = _answer(policy, candidate, prompt_ids, prompts, records,
                                          settings)
+                say("compare", f"{candidate.label}: {len(records)} answers "
+                               f"({settings.kl_samples} KL samples each) in "
+                               f"{time.perf_counter() - started:.0f}s")
         free(policy)
     return [answers[i] for i in range(len(candidates))]
 
@@ -140,6 +146,7 @@ def add_kl(answers: list[PolicyAnswers], reference: PolicySource, records: list[
             ref_logps = ref.token_logps(answer.kl_prompt_ids, answer.kl_completions)
         answer.kl = kl_estimates(answer.kl_policy_logps, ref_logps)
     free(ref)
+    say("compare", f"KL of {len(sampled)} policies to {reference.label}")
 
 
 def judge_answers(answers: list[PolicyAnswers], judges: list, records: list[dict],
@@ -149,11 +156,13 @@ def judge_answers(answers: list[PolicyAnswers], judges: list, records: list[dict
     for judge in pointwise(judges):
         for answer in answers:
             answer.scores[judge.name] = score(judge, prompts, answer.texts, records)
+        say("compare", f"scored by {judge.name}")
     base = answers[baseline]
     for judge in pairwise(judges):
         for index, answer in enumerate(answers):
             answer.verdicts[judge.name] = None if index == baseline else list(
                 judge.compare(prompts, answer.texts, base.texts))
+        say("compare", f"judged against {base.label} by {judge.name}")
 
 
 def compare_policies(candidates: list[Candidate], records: list[dict], judges: list, *,
