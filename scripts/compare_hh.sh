@@ -23,13 +23,7 @@ PREFALIGN=${PREFALIGN:-prefalign}
 DATA="$OUT/data/hh-harmless"
 COMMON=("output_dir=$OUT" "train.threads=$THREADS" "data.train=$DATA/train.jsonl")
 
-stage() {  # stage NAME COMMAND...: run unless NAME already has a final model
-    local name=$1; shift
-    if [[ -d "$OUT/$name/final" ]]; then echo "$name: done, skipped"; return; fi
-    local start; start=$(date +%s)
-    "$@"
-    echo "$name: $(($(date +%s) - start))s"
-}
+source scripts/stage.sh
 
 stage rm-hh-frozen env ONLY=frozen OUT="$OUT" THREADS="$THREADS" PREFALIGN="$PREFALIGN" \
     scripts/rm_hh.sh
