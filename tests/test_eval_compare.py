@@ -126,10 +126,20 @@ def test_compare_two_tiny_policies(monkeypatch, capsys, tmp_path, tiny_model_dir
     assert other["win_rate"]["rate"] == pytest.approx(sum(expected) / 8)
     assert other["win_rate"]["tie_rate"] == pytest.approx(sum(v == 0.5 for v in longer) / 8)
     assert other["win_rate"]["position_flip_rate"] == 0
+    # the pointwise judge gets its own win rate, from the two answers' scores per prompt
+    def letters_share(text):
+        return sum(c.isalpha() for c in text) / max(len(text), 1)
+    by_score = [1.0 if letters_share(a) > letters_share(b) else
+                0.5 if letters_share(a) == letters_share(b) else 0.0 for a, b in
+                zip(answers[str(perturbed)]["texts"], answers[str(tiny_model_dir)]["texts"])]
+    assert set(other["win_rates"]) == {"longer", "letters"}
+    assert other["win_rates"]["letters"]["rate"] == pytest.approx(sum(by_score) / 8)
+    assert "tie_rate" not in other["win_rates"]["letters"]
     gained = other["rewards"]["letters"]["mean"] - base["rewards"]["letters"]["mean"]
     assert other["reward_per_kl"] == pytest.approx(gained / other["kl_k1_seq"])
     markdown = (out / "compare.md").read_text()
     assert "win rate vs baseline (longer)" in markdown and "pass rate verifier:parity" in markdown
+    assert "win rate vs baseline (letters)" in markdown
     html = (out / "compare.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     for name in ("frontier", "rewards", "lengths"):

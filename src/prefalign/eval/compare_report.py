@@ -26,11 +26,12 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the comparison table (text shared by Markdown and HTML)."""
     judges = list(rows[0]["rewards"])
     verifiers = list(rows[0]["pass"])
-    win = rows[0].get("win_rate", {}).get("judge")
+    wins = list(rows[0].get("win_rates", {}))
     header = ["policy"] + [f"reward {j} (mean ± std [95% CI])" for j in judges]
     header += [f"pass rate {j} [Wilson 95%]" for j in verifiers]
-    if win:
-        header += [f"win rate vs baseline ({win}) [95% CI]", "length-controlled win rate"]
+    for win in wins:
+        header += [f"win rate vs baseline ({win}) [95% CI]",
+                   f"length-controlled win rate ({win})"]
     header += ["KL k1/k3 per seq", "KL k1/k3 per token", "length (tokens)", "verbose openers",
                "reward per nat KL"]
     cells = []
@@ -42,12 +43,11 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                         f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]")
         line += [f"{_interval(row['pass'][v], 'rate')} ({row['pass'][v]['passed']}/{row['n']})"
                  for v in verifiers]
-        if win:
-            won = row["win_rate"]
+        for win in wins:
+            won = row["win_rates"][win]
             flips = "" if "position_flip_rate" not in won else (
                 f"; ties {won['tie_rate']:.2f}, order flips {won['position_flip_rate']:.2f}")
-            line += [_interval(won, "rate") + flips,
-                     f"{row['win_rate']['length_controlled']:.3f}"]
+            line += [_interval(won, "rate") + flips, f"{won['length_controlled']:.3f}"]
         if "kl_k1_seq" in row:
             line += [f"{row['kl_k1_seq']:.3f} / {row['kl_k3_seq']:.3f}",
                      f"{row['kl_k1_token']:.4f} / {row['kl_k3_token']:.4f}"]

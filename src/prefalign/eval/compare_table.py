@@ -6,12 +6,14 @@ Per policy (``n`` prompts):
   seeded percentile-bootstrap 95% interval of the mean (``ci_low``, ``ci_high``);
 * ``pass[judge]`` — for each verifier judge: pass rate (score ≥ 1) with its 95%
   Wilson interval;
-* ``win_rate`` — against the baseline by the *win judge* (the first pairwise judge,
-  else the first pointwise judge that is not a verifier, else the first): ``rate``
-  ``= (wins + ½·ties)/n`` with a bootstrap interval, and ``length_controlled``, the
-  win rate at equal length (``prefalign.eval.length_control``; lengths in tokens);
-  for a pairwise judge also ``tie_rate`` and ``position_flip_rate`` (the verdict
-  changes with the order of the two answers);
+* ``win_rates[judge]`` — against the baseline, for every pairwise judge and every
+  pointwise judge that is not a verifier (a pointwise judge compares the two
+  answers' scores): ``rate = (wins + ½·ties)/n`` with a bootstrap interval, and
+  ``length_controlled``, the win rate at equal length
+  (``prefalign.eval.length_control``; lengths in tokens); for a pairwise judge also
+  ``tie_rate`` and ``position_flip_rate`` (the verdict changes with the order of the
+  two answers). ``win_rate`` is the one of the *win judge* (the first pairwise
+  judge, else the first pointwise judge that is not a verifier, else the first);
 * ``kl_k1_seq``, ``kl_k3_seq``, ``kl_k1_token``, ``kl_k3_token`` — KL to the
   reference (``prefalign.eval.stats``), absent for best-of-n policies, which carry
   ``kl_bound`` (``log n − (n − 1)/n`` to their base policy) instead;
@@ -50,6 +52,13 @@ def reward_judge(judges: list):
 def win_judge(judges: list):
     """The judge behind ``win_rate`` (module docstring)."""
     return (pairwise(judges) or [reward_judge(judges)])[0]
+
+
+def win_judges(judges: list) -> list:
+    """The judges with a column in ``win_rates``: pairwise, then pointwise non-verifiers
+    (only the win judge when there is no such judge)."""
+    chosen = pairwise(judges) + [j for j in pointwise(judges) if not is_verifier(j)]
+    return chosen or [j for j in [win_judge(judges)] if j is not None]
 
 
 def _reward_stats(values: list[float], seed: int, resamples: int) -> dict[str, float]:
@@ -97,9 +106,11 @@ def policy_row(answer, base, judges: list, seed: int, resamples: int) -> dict:
             low, high = wilson_interval(passed, len(values))
             row["pass"][judge.name] = {"rate": passed / len(values), "passed": passed,
                                        "ci_low": low, "ci_high": high}
+    row["win_rates"] = {j.name: _win(answer, base, j, seed, resamples)
+                        for j in win_judges(judges)}
     judge = win_judge(judges)
     if judge is not None:
-        row["win_rate"] = _win(answer, base, judge, seed, resamples)
+        row["win_rate"] = row["win_rates"][judge.name]
     row.update({key: answer.kl[key] for key in KL_KEYS if key in answer.kl})
     if answer.best_of > 1:
         row["kl_bound"] = best_of_n_kl_bound(answer.best_of)
