@@ -197,6 +197,14 @@ def test_reward_model_judge_and_eval_judge_outputs(monkeypatch, capsys, tmp_path
     assert result["pairs"] == 12
     assert result["accuracy"]["value"] == pytest.approx((wins + 0.5 * ties) / 12)
     assert result["stats"]["requests"] == 24
+    # every scored sequence holds at least its prompt's and its response's own tokens
+    tokenizer = model.backbones[0].tokenizer
+    least = sum(len(tokenizer.encode(str(p["prompt"]) if not isinstance(p["prompt"], list)
+                                     else p["prompt"][-1]["content"], add_special_tokens=False))
+                + len(tokenizer.encode(p[side] if isinstance(p[side], str)
+                                       else p[side][-1]["content"], add_special_tokens=False))
+                for p in pairs for side in ("chosen", "rejected"))
+    assert least <= result["stats"]["prompt_tokens"] <= least + 24 * 64
     assert "| accuracy (ties ½) |" in (tmp_path / "o" / "judge_eval.md").read_text()
 
 

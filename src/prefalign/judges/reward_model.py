@@ -26,8 +26,13 @@ class RewardModelJudge(CachedPointwise):
         self._load = RewardModel.load
 
     def _score_batch(self, prompts: list[str], responses: list[str]) -> list[float]:
+        from prefalign.rewards.features import encode_responses
+
         if self._model is None:
             self._model = self._load(self._path, device=self._device)
+        for group in self._model.backbones:  # input tokens, as each backbone reads them
+            sequences = encode_responses(prompts, responses, group.tokenizer, group.tokenization)
+            self.stats.prompt_tokens += sum(len(ids) for ids in sequences)
         return [float(x) for x in self._model.score(prompts, responses)]
 
 
