@@ -90,11 +90,11 @@ def test_trained_model_scores_held_out_pairs_as_training_evaluated_them(
     final = run_dir / "final"
     assert (final / ("adapter_config.json" if tuning == "lora" else "config.json")).is_file()
     model = RewardModel.load(final)
-    from prefalign.data.split import split_records
+    from prefalign.data.split import HELD_OUT_SALT, split_records
     from prefalign.tasks import load_source
 
     held_out = split_records(load_source(str(preference_file), "preference"),
-                             {"train": 0.75, "eval": 0.25}, 0)["eval"]
+                             {"train": 0.75, "eval": 0.25}, 0, salt=HELD_OUT_SALT)["eval"]
     assert json.loads((run_dir / "eval.json").read_text())["pairs"] == len(held_out) > 0
     prompts = [r["prompt"] for r in held_out]
     chosen = model.score(prompts, [r["chosen"] for r in held_out], batch_size=5)
