@@ -33,22 +33,25 @@ if [[ ! -f "$DATA/train.jsonl" ]]; then
     exit 1
 fi
 
-# The first N training pairs: their first user turn as the prompt, and the human
-# labels on those prompts (cut the same way) as the same-size human reference.
-$PYTHON - "$DATA/train.jsonl" "$N" "$EXP" <<'PY'
+# Prompts: the first user turn of the first N training pairs. Human reference: the
+# single-turn training pairs (their labels apply unchanged), as many as the AI sets hold.
+# Whatever shares a first user turn with a held-out pair is left out of every set.
+$PYTHON - "$DATA/train.jsonl" "$DATA/eval.jsonl" "$N" "$EXP" <<'PY'
 import json
 import sys
 from pathlib import Path
 
-source, n, exp = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-rows = [json.loads(line) for line in source.read_text().splitlines()[:n]]
+source, held_out, n, exp = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+rows = [json.loads(line) for line in source.read_text().splitlines()]
 with open(exp / "prompts.jsonl", "w") as prompts:
-    for row in rows:
+    for row in rows[:n]:
         prompts.write(json.dumps({"prompt": row["prompt"][:1]}) + "\n")
 with open(exp / "human.jsonl", "w") as human:
     for row in rows:
-        if len(row["prompt"]) == 1:  # single-turn: the human label applies unchanged
+        if len(row["prompt"]) == 1:
             human.write(json.dumps(row) + "\n")
+held = {json.dumps(json.loads(line)["prompt"][:1]) for line in held_out.read_text().splitlines()}
+(exp / "held-out-first-turns.json").write_text(json.dumps(sorted(held)))
 PY
 
 label() {
@@ -65,13 +68,33 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 print(statistics.median(r["metadata"]["confidence"] for r in rows))' "$EXP/all.jsonl")
 echo "median confidence: $median"
 label --min-confidence "$median" --random-control "$EXP/random.jsonl"
-size=$(wc -l < "$EXP/confident.jsonl")
-head -n "$size" "$EXP/human.jsonl" > "$EXP/human-same-size.jsonl"
+# Leave out pairs whose first user turn is a held-out prompt's (the leakage check would
+# refuse them); the human set takes as many single-turn pairs as the confident set keeps.
+$PYTHON - "$EXP" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+exp = Path(sys.argv[1])
+held = set(json.loads((exp / "held-out-first-turns.json").read_text()))
+
+
+def disjoint(name):
+    rows = [json.loads(line) for line in (exp / f"{name}.jsonl").read_text().splitlines()]
+    return [r for r in rows if json.dumps(r["prompt"][:1]) not in held]
+
+
+sets = {name: disjoint(name) for name in ("confident", "random", "human")}
+sets["human-same-size"] = sets.pop("human")[:len(sets["confident"])]
+for name, rows in sets.items():
+    (exp / f"{name}.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"{name}: {len(rows)} training pairs")
+PY
 
 for source in confident random human-same-size; do
     for seed in $SEEDS; do
         $PREFALIGN rm --config configs/rm-hh-frozen.yaml "name=rm-$source-s$seed" \
-            "output_dir=$EXP" "data.train=$EXP/$source.jsonl" "data.eval=$DATA/eval.jsonl" \
+            "output_dir=$EXP" "data.train=$EXP/$source.train.jsonl" "data.eval=$DATA/eval.jsonl" \
             "train.seed=$seed" "train.threads=$THREADS" > "$EXP/rm-$source-s$seed.log" 2>&1
     done
 done
@@ -96,7 +119,7 @@ names = {"confident": "AI labels, confident half", "random": "AI labels, random 
          "human-same-size": "human labels, same size"}
 print(f"\n{'training pairs':<28}{'n':>5}" + "".join(f"{'seed ' + s:>22}" for s in seeds))
 for source, title in names.items():
-    n_train = sum(1 for _ in open(exp / f"{source}.jsonl"))
+    n_train = sum(1 for _ in open(exp / f"{source}.train.jsonl"))
     cells = []
     for seed in seeds:
         result = json.loads((exp / f"rm-{source}-s{seed}" / "eval.json").read_text())
