@@ -10,6 +10,7 @@
 #
 #   scripts/compare_hh.sh
 #   PROMPTS=64 MAX_NEW_TOKENS=48 LM_JUDGE=lm:embedded OUT=runs scripts/compare_hh.sh
+#   MAX_PROMPT_LENGTH=256 scripts/compare_hh.sh   # faster: keep the end of long chats
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,5 +44,6 @@ $PREFALIGN eval compare embedded "$OUT/sft-hh" "$OUT/dpo-hh" "$OUT/kto-hh" "$OUT
     --prompts "$DATA/compare-prompts.jsonl" \
     --judge "rm:$OUT/rm-hh-frozen/final" --judge "$LM_JUDGE" \
     --baseline "$OUT/sft-hh" --reference "$OUT/sft-hh/final" \
-    --max-new-tokens "$MAX_NEW_TOKENS" --out "$OUT/compare-hh"
+    --max-new-tokens "$MAX_NEW_TOKENS" --out "$OUT/compare-hh" \
+    ${MAX_PROMPT_LENGTH:+--max-prompt-length "$MAX_PROMPT_LENGTH"}
 echo "eval compare: $(($(date +%s) - start))s"

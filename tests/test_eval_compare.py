@@ -161,6 +161,21 @@ def test_same_seed_same_answers(tmp_path, tiny_model_dir, judges):
     assert result.rows[1]["win_rate"]["rate"] == 0.5
 
 
+def test_long_prompts_keep_their_last_tokens(tmp_path, tiny_model_dir, judges):
+    from prefalign.eval.compare import Candidate, CompareSettings, compare_policies
+    from prefalign.judges.base import build_judge
+    from prefalign.tasks import load_source
+
+    source = PolicySource("a", str(tiny_model_dir))
+    records = load_source(PROMPTS, "prompt")
+    whole = LoadedPolicy(source, dtype="float32").encode(records)
+    assert min(len(ids) for ids in whole) > 6
+    settings = CompareSettings(max_new_tokens=3, kl_samples=1, max_prompt_length=6)
+    result = compare_policies([Candidate(source, "a")], records, [build_judge("letters:x")],
+                              settings=settings)
+    assert result.answers[0].kl_prompt_ids == [ids[-6:] for ids in whole]
+
+
 def test_token_logps_match_a_full_forward(tiny_model_dir):
     policy = LoadedPolicy(PolicySource("t", str(tiny_model_dir)), dtype="float32")
     prompts = [[5, 6, 7], [8, 9]]

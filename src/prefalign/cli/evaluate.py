@@ -28,6 +28,9 @@ KL_SAMPLES_OPTION = typer.Option(1, "--kl-samples", help="Samples per prompt for
                                  "(0: no KL).")
 SEED_OPTION = typer.Option(0, "--seed", help="Sampling and bootstrap seed.")
 BATCH_OPTION = typer.Option(16, "--batch-size", help="Generation and scoring batch size.")
+MAX_PROMPT_OPTION = typer.Option(None, "--max-prompt-length", min=1,
+                                 help="Keep the last N tokens of longer prompts (multi-turn "
+                                 "chats); default: whole prompts.")
 
 
 def _judges(specs: list[str] | None) -> list:
@@ -47,11 +50,12 @@ def _records(prompts: str | None) -> list[dict]:
 
 
 def _settings(max_new_tokens: int, temperature: float, kl_samples: int, seed: int,
-              batch_size: int):
+              batch_size: int, max_prompt_length: int | None):
     from prefalign.eval.compare import CompareSettings
 
     return CompareSettings(max_new_tokens=max_new_tokens, temperature=temperature,
-                           kl_samples=kl_samples, seed=seed, batch_size=batch_size)
+                           kl_samples=kl_samples, seed=seed, batch_size=batch_size,
+                           max_prompt_length=max_prompt_length)
 
 
 def _online_run(run_dir: Path, out: Path | None, overrides: list[str]) -> None:
@@ -75,6 +79,7 @@ def policy(run_dir: Path | None = RUN_DIR_ARGUMENT, model: str | None = MODEL_OP
            out: Path | None = OUT_OPTION, max_new_tokens: int = MAX_NEW_OPTION,
            temperature: float = TEMPERATURE_OPTION, kl_samples: int = KL_SAMPLES_OPTION,
            seed: int = SEED_OPTION, batch_size: int = BATCH_OPTION,
+           max_prompt_length: int | None = MAX_PROMPT_OPTION,
            overrides: list[str] | None = OVERRIDES_ARGUMENT) -> None:
     """Policy vs reference: reward, win rate, KL, length, pass rate (and best-of-N).
 
@@ -102,7 +107,8 @@ def policy(run_dir: Path | None = RUN_DIR_ARGUMENT, model: str | None = MODEL_OP
     comparison = evaluate_policy(
         model, records, judges, reference=reference, best_of=best_of, rerank=rerank_judge,
         threshold=threshold, source=prompts,
-        settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size))
+        settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size,
+                           max_prompt_length))
     paths = write_comparison(comparison, out or Path("policy-eval"), judges)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in headline(comparison).items())
     typer.echo(f"{summary}\nreport: {paths['markdown']}, {paths['html']}")
@@ -117,7 +123,8 @@ def compare(policies: list[str] = typer.Argument(..., help="Policies: run direct
             out: Path = typer.Option(Path("compare"), "--out", help="Report folder."),
             max_new_tokens: int = MAX_NEW_OPTION, temperature: float = TEMPERATURE_OPTION,
             kl_samples: int = KL_SAMPLES_OPTION, seed: int = SEED_OPTION,
-            batch_size: int = BATCH_OPTION) -> None:
+            batch_size: int = BATCH_OPTION,
+            max_prompt_length: int | None = MAX_PROMPT_OPTION) -> None:
     """Several policies on the same prompts and seeds: one table, figures, HTML.
 
     Writes compare.json, compare.md and a self-contained compare.html into --out.
@@ -138,7 +145,8 @@ def compare(policies: list[str] = typer.Argument(..., help="Policies: run direct
     comparison = compare_policies(
         candidates, records, judges, baseline=policies.index(baseline), reference=ref,
         source=prompts,
-        settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size))
+        settings=_settings(max_new_tokens, temperature, kl_samples, seed, batch_size,
+                           max_prompt_length))
     paths = write_comparison(comparison, out, judges)
     typer.echo(f"{len(candidates)} policies on {len(records)} prompts\n"
                f"report: {paths['markdown']}, {paths['html']}")

@@ -32,7 +32,8 @@ from prefalign.rollout.types import SamplingSettings
 class CompareSettings:
     """Answers: ``max_new_tokens``, ``temperature`` (0 greedy), ``top_p``, ``seed``;
     KL: ``kl_samples`` per prompt (0: no KL); ``batch_size`` for generation and
-    scoring; ``dtype`` of the models; ``resamples`` of the bootstrap intervals."""
+    scoring; ``dtype`` of the models; ``resamples`` of the bootstrap intervals;
+    ``max_prompt_length``: prompts keep their last N tokens (None: whole)."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -42,6 +43,7 @@ class CompareSettings:
     batch_size: int = 16
     dtype: str = "auto"
     resamples: int = 2000
+    max_prompt_length: int | None = None
 
 
 @dataclass
@@ -114,7 +116,7 @@ def collect_answers(candidates: list[Candidate], records: list[dict],
     for model in dict.fromkeys(c.source.model for c in candidates):
         policy = LoadedPolicy(next(c.source for c in candidates if c.source.model == model),
                               settings.dtype, settings.batch_size)
-        prompt_ids = policy.encode(records)
+        prompt_ids = policy.encode(records, settings.max_prompt_length)
         for index, candidate in enumerate(candidates):
             if candidate.source.model == model:
                 started = time.perf_counter()
@@ -134,7 +136,7 @@ def add_kl(answers: list[PolicyAnswers], reference: PolicySource, records: list[
     if not sampled:
         return
     ref = LoadedPolicy(reference, settings.dtype, settings.batch_size)
-    ref_prompts = ref.encode(records)
+    ref_prompts = ref.encode(records, settings.max_prompt_length)
     for answer in sampled:
         if answer.model == reference.model:
             ref_logps = answer.kl_policy_logps

@@ -96,9 +96,12 @@ class LoadedPolicy:
     def pad_id(self) -> int:
         return self.engine.pad_id
 
-    def encode(self, records: list[dict]) -> list[list[int]]:
-        """Each record's prompt, chat-rendered for generation."""
-        return encode_prompts(records, self.tokenizer)
+    def encode(self, records: list[dict],
+               max_prompt_length: int | None = None) -> list[list[int]]:
+        """Each record's prompt, chat-rendered for generation; longer than
+        ``max_prompt_length`` tokens, its end is kept."""
+        return encode_prompts(records, self.tokenizer, max_prompt_length=max_prompt_length,
+                              truncation="keep_end")
 
     def sample(self, prompt_ids: list[list[int]], settings: SamplingSettings,
                seed: int) -> list[list[Completion]]:
