@@ -101,19 +101,12 @@ done
 
 $PYTHON - "$EXP" $SEEDS <<'PY'
 import json
-import math
 import sys
 from pathlib import Path
 
+from prefalign.intervals import wilson_interval
+
 exp, seeds = Path(sys.argv[1]), sys.argv[2:]
-
-
-def wilson(k, n, z=1.96):
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
 
 names = {"confident": "AI labels, confident half", "random": "AI labels, random subset",
          "human-same-size": "human labels, same size"}
@@ -124,7 +117,7 @@ for source, title in names.items():
     for seed in seeds:
         result = json.loads((exp / f"rm-{source}-s{seed}" / "eval.json").read_text())
         acc, pairs = result["accuracy"], int(result["pairs"])
-        low, high = wilson(round(acc * pairs), pairs)
+        low, high = wilson_interval(round(acc * pairs), pairs)
         cells.append(f"{acc:.3f} [{low:.3f},{high:.3f}]")
     print(f"{title:<28}{n_train:>5}" + "".join(f"{c:>22}" for c in cells))
 PY
