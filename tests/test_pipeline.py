@@ -34,6 +34,9 @@ def tiny_config(tmp_path: Path, model_dir: Path, **changes) -> dict:
            "data": {"environments": ENVS, "train_seeds": 6, "validation_seeds": 2,
                     "test_seeds": 3},
            "sft": {"train": dict(steps)}, "dpo": {"train": dict(steps)},
+           "onpolicy": {"samples": 2},
+           "rl": {"rounds": 1, "seeds_per_round": 2, "episodes_per_seed": 2,
+                  "max_new_tokens": 4},
            "rm": {"train": dict(steps)},
            "eval": {"max_new_tokens": 4, "best_of_n": 2, "batch_size": 8}}
     raw.update(changes)
@@ -57,7 +60,8 @@ def test_unknown_environment_is_a_config_error(tmp_path):
 
 def test_unknown_stage_is_a_config_error(tmp_path):
     path = write_config(tmp_path, {"stages": ["data", "sft", "ppo"]})
-    with pytest.raises(ConfigError, match="unknown stage 'ppo'; stages are data, sft, dpo, "
+    with pytest.raises(ConfigError, match="unknown stage 'ppo'; stages are data, sft, onpolicy, "
+                                          "dpo, rl, "
                                           "rm, eval, report"):
         load_pipeline_config(path)
 
@@ -192,14 +196,16 @@ def finished_run(tmp_path_factory, tiny_model_dir):
 def test_pipeline_runs_every_stage_and_writes_the_report(finished_run):
     cfg, result = finished_run
     root = cfg.run_dir
-    assert list(result.ran) == ["data", "sft", "dpo", "rm", "eval", "report"]
+    assert list(result.ran) == ["data", "sft", "onpolicy", "dpo", "rl", "rm", "eval", "report"]
     state = json.loads((root / "pipeline.json").read_text())["stages"]
     assert all(state[s]["status"] == "done" for s in result.ran)
     assert (root / "sft" / "final" / "adapter_config.json").is_file()
     dpo_adapter = json.loads((root / "dpo" / "final" / "adapter_config.json").read_text())
     assert Path(dpo_adapter["base_model_name_or_path"]) == (root / "sft" / "final").resolve()
     assert (root / "rm" / "final" / "reward_model.json").is_file()
-    for policy in ("base", "sft", "dpo", "dpo_best_of_n"):
+    assert json.loads((root / "rl" / "rounds.json").read_text())[0]["episodes"] == 4
+    assert (root / "rl" / "state.pt").is_file()
+    for policy in ("base", "sft", "dpo", "dpo_best_of_n", "rl"):
         evaluation = json.loads((root / "eval" / f"{policy}.json").read_text())
         assert evaluation["overall"]["closed_loop"]["episodes"] == 2 * 3
     report = (root / "report.md").read_text()
@@ -249,7 +255,7 @@ def test_interrupted_stage_continues_and_removed_output_is_rebuilt(finished_run)
     to_run, skipped = plan_stages(cfg, cfg.run_dir, state["stages"])
     assert to_run == {"eval": "continuing after an interruption",
                       "report": "its input is being recomputed"}
-    assert skipped == ["data", "sft", "dpo", "rm"]
+    assert skipped == ["data", "sft", "onpolicy", "dpo", "rl", "rm"]
     result = run_pipeline(cfg)
     assert list(result.ran) == ["eval", "report"]
     assert (cfg.run_dir / "report.md").is_file()

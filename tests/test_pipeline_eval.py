@@ -4,6 +4,7 @@ best-of-n reranking) and the pipeline report."""
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -17,7 +18,9 @@ from prefalign.eval.minigrid import (
     restyle_prompt,
     sample_completions,
 )
+from prefalign.eval.rerank_audit import audit_rerank
 from prefalign.models.load import load_model
+from prefalign.rewards.ensemble import ensemble_scores
 from prefalign.pipeline.minigrid.report import checks, fmt, write_pipeline_report
 from prefalign.tasks.minigrid import INSTRUCTION, build_prompt, proportion
 
@@ -103,15 +106,16 @@ class LengthRewardModel:
     def __init__(self):
         self.seen = []
 
-    def score(self, prompts, responses, batch_size=16):
+    def score_ensemble(self, prompts, responses, batch_size=16):
         self.seen.extend(zip(prompts, responses))
-        return torch.tensor([float(len(r)) for r in responses])
+        scores = torch.tensor([float(len(r)) for r in responses])
+        return ensemble_scores(scores[None], penalty=1.0)
 
 
 def test_best_of_n_returns_the_reward_models_favourite(tiny):
     lm, tokenizer = tiny
     reward = LengthRewardModel()
-    policy = BestOfNPolicy(lm, tokenizer, reward, n=3, temperature=1.0)
+    policy = BestOfNPolicy(lm, tokenizer, reward, n=3, temperature=1.0, guard="none")
     picks = policy._rerank(["p1", "p2", "p3"], [["ab", "abcd", "abcd"], ["", "x", "yy"],
                                                 ["", "", ""]])
     assert picks == ["abcd", "yy", ""]
@@ -122,14 +126,52 @@ def test_best_of_n_returns_the_reward_models_favourite(tiny):
 
 def test_best_of_n_ties_go_to_the_earliest_sample(tiny):
     lm, tokenizer = tiny
-    policy = BestOfNPolicy(lm, tokenizer, LengthRewardModel(), n=2, temperature=1.0)
+    policy = BestOfNPolicy(lm, tokenizer, LengthRewardModel(), n=2, temperature=1.0,
+                           guard="none")
     assert policy._rerank(["p"], [["ab", "cd"]]) == ["ab"]
+
+
+def test_the_grammar_guard_keeps_a_fooled_reward_model_to_valid_subgoals(tiny):
+    lm, tokenizer = tiny
+    row = ["goto(goal)", "reach(the goal)", "pickup(red key)"]
+    unguarded = BestOfNPolicy(lm, tokenizer, LengthRewardModel(), n=3, temperature=1.0,
+                              guard="none")
+    assert unguarded._rerank(["p"], [row]) == ["reach(the goal)"]  # the longest text
+    guarded = BestOfNPolicy(lm, tokenizer, LengthRewardModel(), n=3, temperature=1.0)
+    assert guarded._rerank(["p"], [row]) == ["pickup(red key)"]  # the longest valid one
+    assert guarded._rerank(["q"], [["nope", "still nope"]]) == ["nope"]  # none valid
+    (entry,) = guarded.audit
+    assert entry["candidates"] == row and entry["pick"] == "pickup(red key)"
+    audit = audit_rerank([entry["candidates"]], [torch.tensor(entry["members"])],
+                         admissible=lambda t: t != "reach(the goal)")
+    assert audit["invalid_pick"]["k"] == 1 and audit["invalid_pick"]["n"] == 1
+    assert [a["signal"] for a in audit["alerts"]] == ["invalid_pick"]
+
+
+def test_rerank_audit_signals_follow_their_formulas():
+    candidates = [["aa", "bbbb", "c"], ["dd", "e"], ["ffffffffffffffffffff", "g", "h"]]
+    # Two members; the mean picks index 1, 0 and 0.
+    members = [torch.tensor([[0.0, 2.0, 1.0], [0.0, 4.0, 1.0]]),
+               torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
+               torch.tensor([[5.0, 0.0, 0.0], [1.0, 0.0, 0.0]])]
+    admissible = lambda text: text not in ("bbbb", "ffffffffffffffffffff")  # noqa: E731
+    audit = audit_rerank(candidates, members, admissible)
+    assert audit["invalid_pick"]["k"] == 2 and audit["invalid_pick"]["n"] == 2  # "dd, e" all valid
+    lengths = [2, 4, 1, 2, 1, 20, 1, 1]
+    mean, sd = statistics.fmean(lengths), statistics.pstdev(lengths)
+    assert audit["length_z"] == pytest.approx((statistics.fmean([4, 2, 20]) - mean) / sd)
+    spreads = [0, 1, 0, 0, 0, 2, 0, 0]
+    assert audit["disagreement_z"] == pytest.approx(
+        (statistics.fmean([1, 0, 2]) - statistics.fmean(spreads)) / statistics.pstdev(spreads))
+    assert {a["signal"] for a in audit["alerts"]} == {"invalid_pick"}
+    quiet = audit_rerank(candidates, members, admissible=lambda text: True)
+    assert quiet["invalid_pick"]["n"] == 0 and quiet["alerts"] == []
 
 
 def test_best_of_n_policy_end_to_end(tiny):
     lm, tokenizer = tiny
     policy = BestOfNPolicy(lm, tokenizer, LengthRewardModel(), n=3, temperature=1.0,
-                           max_new_tokens=3, batch_size=2)
+                           max_new_tokens=3, batch_size=2, guard="none")
     prompts = [build_prompt(f"Mission: state {i}") for i in range(3)]
     picks = policy(prompts)
     assert len(picks) == 3 and policy.stats()["generated"] == 3

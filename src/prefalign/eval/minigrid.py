@@ -14,8 +14,12 @@ adapters here turn a causal LM into such a policy:
 
 Best-of-n samples n completions per state at a temperature and returns the one
 the reward model scores highest, ``argmax_i r(x, y_i)`` (ties: the earliest
-sample). Sampling shares the prompt's forward pass among the n samples
-(``sample_completions``).
+sample). With the grammar guard the reward model ranks only the candidates that
+parse in the subgoal grammar (when none does, the first sample is returned): a
+reward model scores text it never saw, such as ``reach(goal)``, unreliably, and
+such text can never pass the executor. Every state's candidates, scores and
+pick are kept (``audit``) for the reward-hacking check. Sampling shares the
+prompt's forward pass among the n samples (``sample_completions``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from prefalign.errors import PrefalignError
 from prefalign.eval.generate import generate
 from prefalign.log import say
 from prefalign.tasks.minigrid import INSTRUCTION
+from prefalign.tasks.minigrid.grammar import SubgoalParseError, parse_subgoal
 
 COMPACT_INSTRUCTION = ("Reply with one subgoal: goto(colour type), goto(goal), "
                        "pickup(colour type), open(colour door) or drop().")
@@ -172,9 +177,13 @@ class BestOfNPolicy(GreedyPolicy):
     """n samples per state at ``temperature``, the reward model's favourite returned."""
 
     def __init__(self, lm: torch.nn.Module, tokenizer, reward_model, *, n: int,
-                 temperature: float, seed: int = 0, **kwargs):
+                 temperature: float, seed: int = 0, guard: str = "grammar", **kwargs):
         super().__init__(lm, tokenizer, **kwargs)
+        if guard not in ("grammar", "none"):
+            raise PrefalignError(f"unknown best-of-n guard {guard!r}; expected grammar or none")
         self.reward_model, self.n, self.temperature = reward_model, n, temperature
+        self.guard = guard
+        self.audit: list[dict] = []
         self.generator = torch.Generator().manual_seed(seed)
         self.distinct_candidates = 0
         self.changed = 0  # states where the pick differs from the first sample
@@ -191,28 +200,49 @@ class BestOfNPolicy(GreedyPolicy):
             progress.update(len(picks))
         return picks
 
+    def _admissible(self, text: str) -> bool:
+        if not text:
+            return False
+        if self.guard == "none":
+            return True
+        try:
+            parse_subgoal(text)
+        except SubgoalParseError:
+            return False
+        return True
+
     def _rerank(self, prompts: list[str], candidates: list[list[str]]) -> list[str]:
-        """The highest-scoring distinct candidate of each prompt (empty texts never win)."""
+        """The highest-scoring distinct admissible candidate of each prompt (empty texts
+        never win; under the grammar guard, neither do unparseable ones). Every distinct
+        non-empty candidate is scored, so that ``audit`` sees what an unguarded pick
+        would have been."""
         distinct = [list(dict.fromkeys(c for c in row if c)) for row in candidates]
         pairs = [(p, c) for p, row in zip(prompts, distinct) for c in row]
-        scores = self.reward_model.score([p for p, _ in pairs], [" " + c for _, c in pairs],
-                                         batch_size=self.batch_size).tolist() if pairs else []
+        members = penalised = None
+        if pairs:
+            scored = self.reward_model.score_ensemble(
+                [p for p, _ in pairs], [" " + c for _, c in pairs], batch_size=self.batch_size)
+            members, penalised = scored.members, scored.penalised.tolist()
         picks, offset = [], 0
-        for row, options in zip(candidates, distinct):
-            self.distinct_candidates += len(options)
-            if not options:
+        for prompt, row, options in zip(prompts, candidates, distinct):
+            row_scores = penalised[offset:offset + len(options)] if options else []
+            row_members = members[:, offset:offset + len(options)] if options else None
+            offset += len(options)
+            allowed = [i for i, text in enumerate(options) if self._admissible(text)]
+            self.distinct_candidates += len(allowed)
+            if not allowed:
                 picks.append(row[0])
                 continue
-            row_scores = scores[offset:offset + len(options)]
-            offset += len(options)
-            best = options[max(range(len(options)), key=lambda i: (row_scores[i], -i))]
+            best = options[max(allowed, key=lambda i: (row_scores[i], -i))]
             self.changed += best != row[0]
             picks.append(best)
+            self.audit.append({"prompt": prompt, "candidates": options,
+                               "members": row_members.tolist(), "pick": best})
         return picks
 
     def stats(self) -> dict[str, float]:
         stats = super().stats()
-        stats.update(n=self.n, temperature=self.temperature,
+        stats.update(n=self.n, temperature=self.temperature, guard=self.guard,
                      mean_distinct_candidates=round(
                          self.distinct_candidates / max(self.generated, 1), 3),
                      reranked_states=self.changed)

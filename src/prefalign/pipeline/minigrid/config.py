@@ -22,8 +22,8 @@ from prefalign.config.reward import EnsembleConfig, RewardLossConfig
 from prefalign.config.sections import TrainConfig
 
 # The stages in the order they run; each one's output is a later one's input.
-STAGE_ORDER: tuple[str, ...] = ("data", "sft", "dpo", "rm", "eval", "report")
-POLICIES: tuple[str, ...] = ("base", "sft", "dpo", "dpo_best_of_n")
+STAGE_ORDER: tuple[str, ...] = ("data", "sft", "onpolicy", "dpo", "rl", "rm", "eval", "report")
+POLICIES: tuple[str, ...] = ("base", "sft", "dpo", "dpo_best_of_n", "rl")
 DEFAULT_ENVIRONMENTS = ["MiniGrid-DoorKey-8x8-v0", "MiniGrid-Unlock-v0",
                         "MiniGrid-UnlockPickup-v0", "BabyAI-GoToLocalS8N4-v0"]
 
@@ -34,7 +34,19 @@ class MinigridDataConfig(StrictModel):
     environments: list[str] = Field(default_factory=lambda: list(DEFAULT_ENVIRONMENTS),
                                     min_length=1, description="Environment ids (see "
                                     "prefalign.tasks.minigrid.ENVIRONMENTS).")
-    train_seeds: int = Field(100, gt=0, description="Training episodes per environment.")
+    test_environments: list[str] | None = Field(
+        None, description="Environment ids of the held-out evaluation; null: the training "
+        "environments (at unseen seeds). Listing others (larger sizes, more doors, new "
+        "compositions) measures generalisation.")
+    train_seeds: int = Field(100, gt=0, description="Training episodes per environment: "
+                             "the first demo_episodes have expert demonstrations, all of "
+                             "them serve for on-policy practice against the executor.")
+    demo_episodes: int | None = Field(None, gt=0, description="Expert-demonstrated "
+                                      "episodes per environment (SFT data and perturbation "
+                                      "pairs); null: all train_seeds.")
+    demo_noise: float = Field(0.0, ge=0.0, lt=1.0, description="Share of demonstrated "
+                              "subgoals replaced by a seeded perturbation of the expert's "
+                              "(an expert that errs this fraction of the time).")
     validation_seeds: int = Field(4, gt=0, description="Validation episodes per environment "
                                   "(held-out loss of SFT, DPO and the reward model).")
     test_seeds: int = Field(30, gt=0, description="Held-out test episodes per environment "
@@ -61,11 +73,15 @@ class MinigridDataConfig(StrictModel):
         "compact", description="'full': the domain's whole instruction before the state; "
         "'compact': a one-line grammar reminder (about half the tokens).")
 
-    @field_validator("environments")
+    @field_validator("environments", "test_environments")
     @classmethod
-    def _known_environments(cls, value: list[str]) -> list[str]:
+    def _known_environments(cls, value: list[str] | None) -> list[str] | None:
         from prefalign.tasks.minigrid import ENVIRONMENTS
 
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("list at least one environment")
         for env_id in value:
             if env_id not in ENVIRONMENTS:
                 raise ValueError(f"unknown environment {env_id!r}; supported: "
@@ -84,6 +100,24 @@ class SFTStageConfig(StrictModel):
     max_length: int = Field(192, gt=8, description="Maximum prompt + completion tokens.")
 
 
+class OnPolicyStageConfig(StrictModel):
+    """The SFT policy practises the training episodes against the executor; its own
+    proposals, judged by execution, become preference pairs."""
+
+    sources: list[Literal["on_policy", "perturbation"]] = Field(
+        default_factory=lambda: ["on_policy", "perturbation"], min_length=1,
+        description="Pairs for DPO and the reward model: 'on_policy' (a proposal of the "
+        "SFT policy that passed the execution contract against one that failed, same "
+        "state) and/or 'perturbation' (the expert's subgoal against a perturbed one, "
+        "demonstrated episodes only).")
+    samples: int = Field(4, ge=2, description="Proposals sampled per state.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    max_pairs_per_state: int = Field(2, gt=0, description="Failed proposals paired per state.")
+    step_budget: int = Field(8, gt=0, description="Subgoals a practice episode may spend.")
+    max_new_tokens: int = Field(12, gt=0, description="Generated tokens per proposal.")
+    batch_size: int = Field(16, gt=0, description="States per sampling batch.")
+
+
 class DPOStageConfig(StrictModel):
     """Preference optimisation from the SFT weights (``prefalign.stages.preference``);
     the reference is the SFT model (a fresh LoRA on top, disabled)."""
@@ -94,6 +128,29 @@ class DPOStageConfig(StrictModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     max_length: int = Field(192, gt=8, description="Maximum prompt + completion tokens.")
+
+
+class EpisodeRLStageConfig(StrictModel):
+    """Online RL against the executor over whole episodes (multi-turn GRPO) from the SFT
+    weights; see ``prefalign.pipeline.minigrid.episode_rl``."""
+
+    lora: LoraSettings | None = Field(default_factory=LoraSettings,
+                                      description="LoRA adapters on top of the SFT model.")
+    rounds: int = Field(4, ge=0, description="Rounds of rollouts and updates (0: no RL).")
+    seeds_per_round: int = Field(32, gt=0, description="Episode starts (environment, seed) "
+                                 "per round, cycling over the training episodes.")
+    episodes_per_seed: int = Field(4, ge=2, description="Episodes sampled per start: the "
+                                   "group whose returns give the baseline.")
+    step_budget: int = Field(8, gt=0, description="Subgoals an episode may spend.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    mission_bonus: float = Field(1.0, ge=0, description="Return added when the mission "
+                                 "is accomplished (each passing subgoal gives 1).")
+    kl_coef: float = Field(0.05, ge=0, description="β of the k3 KL to the SFT reference.")
+    clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip ε.")
+    lr: float = Field(1.0e-4, gt=0, description="AdamW learning rate of the adapters.")
+    batch_size: int = Field(16, gt=0, description="Sequences (turns) per optimizer step.")
+    generation_batch_size: int = Field(32, gt=0, description="States per sampling batch.")
+    max_new_tokens: int = Field(12, gt=0, description="Generated tokens per subgoal.")
 
 
 class RMStageConfig(StrictModel):
@@ -115,14 +172,17 @@ class RMStageConfig(StrictModel):
 class EvalStageConfig(StrictModel):
     """Execution-based evaluation on the held-out test episodes."""
 
-    policies: list[Literal["base", "sft", "dpo", "dpo_best_of_n"]] = Field(
+    policies: list[Literal["base", "sft", "dpo", "dpo_best_of_n", "rl"]] = Field(
         default_factory=lambda: list(POLICIES), min_length=1,
-        description="Policies to evaluate: the base model, SFT, DPO, and DPO with best-of-n "
-        "reranking by the reward model.")
+        description="Policies to evaluate: the base model, SFT, DPO, DPO with best-of-n "
+        "reranking by the reward model, and the multi-turn GRPO policy.")
     step_budget: int = Field(8, gt=0, description="Subgoals a closed-loop episode may spend.")
     max_new_tokens: int = Field(12, gt=0, description="Generated tokens per subgoal.")
     batch_size: int = Field(32, gt=0, description="Prompts per generation batch.")
     best_of_n: int = Field(4, gt=1, description="Samples per state for best-of-n.")
+    best_of_n_guard: Literal["grammar", "none"] = Field(
+        "grammar", description="'grammar': the reward model ranks only candidates that "
+        "parse in the subgoal grammar (none parse: the first sample); 'none': all.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for best-of-n.")
 
 
@@ -134,14 +194,17 @@ class ReportStageConfig(StrictModel):
 
 
 class MinigridPipelineConfig(PipelineConfig):
-    """SFT → DPO → reward model → execution-based evaluation → report, in one run directory."""
+    """SFT → on-policy pairs → DPO; SFT → multi-turn GRPO; reward model → execution-based
+    evaluation → report, in one run directory."""
 
     STAGE_ORDER: ClassVar[tuple[str, ...]] = STAGE_ORDER
 
     pipeline: Literal["minigrid"] = Field("minigrid", description="The MiniGrid pipeline.")
     data: MinigridDataConfig = Field(default_factory=MinigridDataConfig)
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
+    onpolicy: OnPolicyStageConfig = Field(default_factory=OnPolicyStageConfig)
     dpo: DPOStageConfig = Field(default_factory=DPOStageConfig)
+    rl: EpisodeRLStageConfig = Field(default_factory=EpisodeRLStageConfig)
     rm: RMStageConfig = Field(default_factory=RMStageConfig)
     eval: EvalStageConfig = Field(default_factory=EvalStageConfig)
     report: ReportStageConfig = Field(default_factory=ReportStageConfig)

@@ -14,6 +14,16 @@ refuses a prompt in two splits) and, with ``exclude_test_states``, in a test
 trace. Repeated states stay (the training distribution is the expert's state
 distribution); records are sampled with the pipeline seed when capped and
 restyled to the configured prompt style.
+
+Demonstrations can be made realistically scarce and imperfect: only the first
+``demo_episodes`` training seeds of each environment are demonstrated, and
+with ``demo_noise = p`` each demonstrated subgoal is, with probability p,
+replaced by a perturbation of the expert's (a seeded draw per state: an
+expert that errs p of the time). The held-out evaluation may use other
+environments (``test_environments``); their test traces are generated here for
+the overlap check, and every held-out context is written to
+``held_out_contexts.json`` so that later stages (on-policy practice) can
+refuse them too.
 """
 
 from __future__ import annotations
@@ -23,10 +33,11 @@ from collections import Counter
 from pathlib import Path
 
 from prefalign.data.load import write_jsonl
+from prefalign.engine.rundir import atomic_write_json
 from prefalign.errors import DataError
 from prefalign.eval.minigrid import restyle_prompt
 from prefalign.log import say
-from prefalign.pipeline.minigrid.artifacts import DATA_FILES
+from prefalign.pipeline.minigrid.artifacts import DATA_FILES, HELD_OUT_CONTEXTS
 from prefalign.pipeline.minigrid.config import MinigridDataConfig
 from prefalign.tasks.minigrid import (
     check_split_leakage,
@@ -37,6 +48,8 @@ from prefalign.tasks.minigrid import (
     split_seeds,
 )
 from prefalign.tasks.minigrid.context import build_prompt
+from prefalign.tasks.minigrid.perturb import PERTURBATION_TYPES, Decision
+from prefalign.tasks.minigrid.traces import expert_rollout
 
 
 def _overlap_by_environment(train: list[dict], held_out: list[dict],
@@ -90,24 +103,50 @@ def _sft_rows(traces: list[dict]) -> list[dict]:
     return rows
 
 
+def noisy_traces(env_ids: list[str], seeds: range, noise: float) -> list[dict]:
+    """Expert trace steps of ``seeds`` whose subgoal is, with probability ``noise``,
+    a perturbation of the expert's (type and candidate drawn by a generator seeded
+    with the state's env_id, seed and step); changed steps carry ``noisy: True``."""
+    records = []
+    for env_id in env_ids:
+        for seed in seeds:
+            for item in expert_rollout(env_id, seed) or []:
+                record = {"env_id": env_id, "seed": int(seed), "step": item.step,
+                          "context": item.context, "expert_subgoal": item.subgoal}
+                rng = random.Random(f"demo-noise/{env_id}/{seed}/{item.step}")
+                if noise > 0 and rng.random() < noise:
+                    decision = Decision(item.episode)
+                    kinds = [k for k in PERTURBATION_TYPES if decision.candidates(k)]
+                    if kinds:
+                        wrong = decision.choose(rng.choice(kinds), rng)
+                        record.update(expert_subgoal=wrong, noisy=True)
+                records.append(record)
+    return records
+
+
 def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int) -> dict:
     """Write the four JSONL files of ``DATA_FILES`` into ``out_dir``; return the summary
     (seed ranges, counts per environment, state overlap before and after exclusion)."""
     out_dir = Path(out_dir)
     envs = list(cfg.environments)
+    test_envs = list(cfg.test_environments or envs)
     splits = split_seeds(cfg.train_seeds, cfg.validation_seeds, cfg.test_seeds, cfg.seed_start)
+    demo_count = min(cfg.demo_episodes or cfg.train_seeds, cfg.train_seeds)
+    demo_seeds = range(splits.train.start, splits.train.start + demo_count)
     say("data", f"expert traces of {len(envs)} environments: seeds {splits.train.start}-"
                 f"{splits.train.stop - 1} train, {splits.validation.start}-"
                 f"{splits.validation.stop - 1} validation, {splits.test.start}-"
                 f"{splits.test.stop - 1} test")
-    traces = {name: generate_traces(envs, seeds) for name, seeds in splits.as_dict().items()}
+    traces = {"train": noisy_traces(envs, demo_seeds, cfg.demo_noise),
+              "validation": generate_traces(envs, splits.validation),
+              "test": generate_traces(test_envs, splits.test)}
     check_split_leakage(traces)
-    overlap_before = _overlap_by_environment(traces["train"], traces["test"], envs)
+    overlap_before = _overlap_by_environment(traces["train"], traces["test"], test_envs)
     excluded = {t["context"] for t in traces["validation"]}
     if cfg.exclude_test_states:
         excluded |= {t["context"] for t in traces["test"]}
     train_traces = [t for t in traces["train"] if t["context"] not in excluded]
-    overlap_after = _overlap_by_environment(train_traces, traces["test"], envs)
+    overlap_after = _overlap_by_environment(train_traces, traces["test"], test_envs)
 
     sft_train = _sample(_sft_rows(train_traces), cfg.max_sft_examples, seed)
     sft_validation = _sft_rows(traces["validation"])
@@ -116,7 +155,7 @@ def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int)
 
     say("data", f"preference pairs ({', '.join(cfg.perturbations)})")
     excluded_prompts = {build_prompt(context) for context in excluded}
-    pairs_train = [p for p in preference_pairs(envs, splits.train, cfg.perturbations)
+    pairs_train = [p for p in preference_pairs(envs, demo_seeds, cfg.perturbations)
                    if p["prompt"] not in excluded_prompts]
     sample_pairs = sample_per_environment if cfg.pair_sampling == "per_environment" else _sample
     pairs_train = sample_pairs(pairs_train, cfg.max_pairs, seed)
@@ -128,10 +167,16 @@ def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int)
                "pairs_train": pairs_train, "pairs_validation": pairs_validation}
     for key, records in outputs.items():
         write_jsonl(_restyle(records, cfg.prompt_style), out_dir / DATA_FILES[key])
+    atomic_write_json(out_dir / HELD_OUT_CONTEXTS, sorted(
+        {t["context"] for t in traces["validation"]} | {t["context"] for t in traces["test"]}))
     say("data", f"{len(pairs_train)} training pairs, {len(sft_validation)} validation "
                 f"examples, {len(pairs_validation)} validation pairs")
     return {
         "environments": envs,
+        "test_environments": test_envs,
+        "demo_episodes": demo_count,
+        "demo_noise": cfg.demo_noise,
+        "noisy_sft_examples": sum(bool(t.get("noisy")) for t in train_traces),
         "seeds": {name: [r.start, r.stop] for name, r in splits.as_dict().items()},
         "prompt_style": cfg.prompt_style,
         "exclude_test_states": cfg.exclude_test_states,

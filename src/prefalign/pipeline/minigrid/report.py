@@ -145,7 +145,7 @@ def _data_lines(data: dict) -> list[str]:
     after = data["test_state_overlap"]["after_exclusion"]
     rows = [[short_environment(env), f"{before[env]['shared']}/{before[env]['total']}",
              f"{after[env]['shared']}/{after[env]['total']}"]
-            for env in [*data["environments"], "all"]]
+            for env in [*data.get("test_environments", data["environments"]), "all"]]
     return lines + _table(["environment", "test states seen in training (raw)",
                            "after exclusion"], rows)
 

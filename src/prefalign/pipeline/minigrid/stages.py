@@ -2,8 +2,10 @@
 
 Each stage builds the config of an existing stage API from the pipeline config
 and the run directory (``run_sft``, ``run_preference``, ``run_reward``), or runs
-the data, evaluation and report steps. The links are fixed: data files →
-SFT → DPO from the SFT adapter (whose disabled LoRA is the SFT reference) →
+the data, on-policy, evaluation and report steps. The links are fixed: data
+files → SFT → the SFT policy's practice against the executor (on-policy pairs,
+merged with the perturbation pairs) → DPO from the SFT adapter (whose disabled
+LoRA is the SFT reference) →
 reward model on the frozen DPO model → evaluation of every policy → report.
 """
 
@@ -64,17 +66,20 @@ def dpo_config(ctx: StageContext) -> PreferenceConfig:
     return PreferenceConfig(name="dpo", output_dir=str(ctx.root),
                             model=ModelConfig(name=str(ctx.path("sft_model")), dtype=cfg.dtype,
                                               lora=cfg.dpo.lora),
-                            data=_data(ctx, "pairs", "pairs_validation", cfg.dpo.max_length),
+                            data=_data(ctx, "policy_pairs", "pairs_validation",
+                                       cfg.dpo.max_length),
                             train=_train(cfg.dpo.train, cfg), loss=cfg.dpo.loss,
                             reference=cfg.dpo.reference)
 
 
-def rm_config(ctx: StageContext) -> RewardConfig:
+def rm_config(ctx: StageContext, pairs: str = "policy_pairs", name: str = "rm") -> RewardConfig:
+    """The reward model on ``pairs``: the pipeline's pairs (on-policy and/or perturbation),
+    or, for the baseline ``rm-perturbation``, the perturbation pairs alone."""
     cfg = ctx.cfg
-    return RewardConfig(name="rm", output_dir=str(ctx.root),
+    return RewardConfig(name=name, output_dir=str(ctx.root),
                         model=ModelConfig(name=str(ctx.path("dpo_model")), dtype=cfg.dtype,
                                           lora=cfg.rm.lora),
-                        data=_data(ctx, "pairs", "pairs_validation", cfg.rm.max_length),
+                        data=_data(ctx, pairs, "pairs_validation", cfg.rm.max_length),
                         train=_train(cfg.rm.train, cfg), tuning=cfg.rm.tuning,
                         objective="pairwise", loss=cfg.rm.loss, ensemble=cfg.rm.ensemble,
                         feature_batch_size=cfg.rm.feature_batch_size)
@@ -96,6 +101,14 @@ def _run_sft(ctx: StageContext) -> dict:
     return {"steps": result.step, "eval": result.eval_metrics}
 
 
+def _run_onpolicy(ctx: StageContext) -> dict:
+    from prefalign.pipeline.minigrid.onpolicy import run_on_policy
+
+    summary = run_on_policy(ctx.cfg, ctx.path("sft_model"), ctx.path("pairs"),
+                            ctx.path("held_out_contexts"), ctx.root / "onpolicy")
+    return {"pairs": summary["pairs"], "per_source": summary["pairs_per_source"]}
+
+
 def _run_dpo(ctx: StageContext) -> dict:
     from prefalign.stages.preference import run_preference
 
@@ -104,16 +117,28 @@ def _run_dpo(ctx: StageContext) -> dict:
     return {"steps": result.step, "eval": _eval_metrics(stage_cfg.run_dir)}
 
 
-def _run_rm(ctx: StageContext) -> dict:
+def _run_rl(ctx: StageContext) -> dict:
+    from prefalign.pipeline.minigrid.episode_rl import run_episode_rl
+
+    result = run_episode_rl(ctx.cfg, ctx.path("sft_model"), ctx.root / "rl")
+    return {"rounds": len(result["rounds"])}
+
+
+def _train_reward_model(stage_cfg: RewardConfig):
     from prefalign.stages.reward import run_reward
 
-    stage_cfg = rm_config(ctx)
     run_dir = stage_cfg.run_dir
     started = _has_checkpoints(run_dir) or (run_dir / "done.json").exists() or any(
         (member / "done.json").exists() or _has_checkpoints(member)
         for member in run_dir.glob("member-*"))
-    result = run_reward(stage_cfg, resume=started)
-    return {"steps": result.step, "eval": result.eval_metrics}
+    return run_reward(stage_cfg, resume=started)
+
+
+def _run_rm(ctx: StageContext) -> dict:
+    result = _train_reward_model(rm_config(ctx))
+    baseline = _train_reward_model(rm_config(ctx, "pairs", "rm-perturbation"))
+    return {"steps": result.step, "eval": result.eval_metrics,
+            "perturbation_only_eval": baseline.eval_metrics}
 
 
 def _run_eval(ctx: StageContext) -> dict:
@@ -139,21 +164,28 @@ PIPELINE = register_pipeline(Pipeline(
     config=MinigridPipelineConfig,
     stages=(
         Stage("data", ("data", "seed"), lambda cfg: [],
-              ("sft_data", "sft_validation", "pairs", "pairs_validation", "data_summary"),
+              ("sft_data", "sft_validation", "pairs", "pairs_validation", "data_summary",
+               "held_out_contexts"),
               ("data",), _run_data),
         Stage("sft", ("model", "dtype", "use_chat_template", "sft"),
               lambda cfg: ["sft_data", "sft_validation"], ("sft_model",), ("sft",), _run_sft),
+        Stage("onpolicy", ("dtype", "use_chat_template", "seed", "onpolicy"),
+              lambda cfg: ["sft_model", "pairs", "held_out_contexts"],
+              ("policy_pairs", "onpolicy_summary"), ("onpolicy",), _run_onpolicy),
         Stage("dpo", ("dtype", "use_chat_template", "dpo"),
-              lambda cfg: ["sft_model", "pairs", "pairs_validation"], ("dpo_model",),
+              lambda cfg: ["sft_model", "policy_pairs", "pairs_validation"], ("dpo_model",),
               ("dpo",), _run_dpo),
+        Stage("rl", ("dtype", "use_chat_template", "seed", "rl"),
+              lambda cfg: ["sft_model", "held_out_contexts"], ("rl_model",), ("rl",), _run_rl),
         Stage("rm", ("dtype", "use_chat_template", "rm"),
-              lambda cfg: ["dpo_model", "pairs", "pairs_validation"], ("reward_model",),
-              ("rm",), _run_rm),
+              lambda cfg: ["dpo_model", "policy_pairs", "pairs", "pairs_validation"],
+              ("reward_model", "perturbation_reward_model"), ("rm", "rm-perturbation"), _run_rm),
         Stage("eval", ("model", "dtype", "use_chat_template", "seed", "data", "eval"),
               _eval_requires, ("evaluation",), ("eval",), _run_eval),
         Stage("report", ("report",), lambda cfg: ["evaluation"], ("report",),
               ("report.md", "figures"), _run_report),
     ),
     artifacts=tuple(ARTIFACTS.values()),
-    description="MiniGrid subgoals: data → SFT → DPO → reward model → evaluation → report",
+    description="MiniGrid subgoals: data → SFT → on-policy pairs → DPO → reward model → "
+                "evaluation → report",
 ))

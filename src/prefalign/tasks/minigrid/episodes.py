@@ -30,6 +30,11 @@ ENVIRONMENTS: dict[str, str] = {
     "MiniGrid-UnlockPickup-v0": "unlockpickup",
     "BabyAI-GoToLocalS6N2-v0": "goto",
     "BabyAI-GoToLocalS8N4-v0": "goto",
+    "MiniGrid-BlockedUnlockPickup-v0": "blockedunlockpickup",
+    "MiniGrid-MultiRoom-N2-S4-v0": "multiroom",
+    "MiniGrid-MultiRoom-N4-S5-v1": "multiroom",
+    "BabyAI-OpenDoorsOrderN2-v0": "sequence",
+    "BabyAI-OpenDoorsOrderN4-v0": "sequence",
 }
 
 HEADINGS: tuple[str, ...] = ("east", "south", "west", "north")  # MiniGrid agent_dir 0..3
@@ -168,6 +173,6 @@ def mission_object(episode: Episode) -> ObjectDescription | None:
     if episode.family == "goto":
         desc = env.instrs.desc
         return ObjectDescription(desc.color, desc.type)
-    if episode.family == "unlockpickup":
+    if episode.family in ("unlockpickup", "blockedunlockpickup"):
         return ObjectDescription(env.obj.color, env.obj.type)
     return None

@@ -10,7 +10,7 @@ Success contract. ``execute(episode, text)`` succeeds exactly when all hold:
 4. the verb's precondition holds before any action is taken (else
    ``PRECONDITION_UNMET``): ``pickup`` needs empty hands; ``open`` on a locked
    door needs the key of the door's colour carried; ``drop`` needs something
-   carried and a free cell in front or beside the agent;
+   carried and a reachable free cell outside doorways;
 5. a path exists (else ``UNREACHABLE``);
 6. the postcondition holds after the low-level actions ran:
    ``goto(C T)`` — the agent stands next to and faces a matching object;
@@ -27,8 +27,9 @@ Success contract. ``execute(episode, text)`` succeeds exactly when all hold:
 
 Low-level plans: ``goto`` is the shortest (x, y, direction) path from
 ``navigation``, to the nearest matching object; ``pickup`` = goto + pickup;
-``open`` = goto (to a door it can open) + toggle; ``drop`` = turn the fewest
-times (none, left, right, then two lefts) to face an empty cell, then drop.
+``open`` = goto (to a door it can open) + toggle; ``drop`` = the shortest
+motion (usually none, or a turn) to face an empty cell that is not in a
+doorway (beside a door, where a dropped object would block it), then drop.
 Actions run until the plan ends or the environment ends the episode. A
 successful subgoal is appended to ``episode.completed``; ``steps`` counts the
 low-level actions actually taken, also on failure.
@@ -168,19 +169,37 @@ def _plan_open(episode: Episode, subgoal: Subgoal) -> _Plan:
     return _Plan(path + [TOGGLE], None, f"opened the {name}")
 
 
+def _in_doorway(grid, x: int, y: int) -> bool:
+    """Whether cell (x, y) is orthogonally next to a door."""
+    for dx, dy in DIRECTIONS:
+        if 0 <= x + dx < grid.width and 0 <= y + dy < grid.height:
+            cell = grid.get(x + dx, y + dy)
+            if cell is not None and cell.type == "door":
+                return True
+    return False
+
+
 def _plan_drop(episode: Episode) -> _Plan:
     if episode.carried() is None:
         raise _Refusal(FailureType.PRECONDITION_UNMET, "the agent carries nothing to drop")
-    x, y = episode.agent_position
-    direction = episode.agent_direction
-    for turns, offset in (([], 0), ([TURN_LEFT], -1), ([TURN_RIGHT], 1),
-                          ([TURN_LEFT, TURN_LEFT], 2)):
-        dx, dy = DIRECTIONS[(direction + offset) % 4]
-        cx, cy = x + dx, y + dy
-        if (0 <= cx < episode.env.grid.width and 0 <= cy < episode.env.grid.height
-                and episode.env.grid.get(cx, cy) is None):
-            return _Plan(turns + [DROP], (cx, cy), f"dropped the {_carried_name(episode)}")
-    raise _Refusal(FailureType.PRECONDITION_UNMET, "no free cell around the agent to drop onto")
+    grid = episode.env.grid
+    free = [(x, y) for y in range(grid.height) for x in range(grid.width)
+            if grid.get(x, y) is None and not _in_doorway(grid, x, y)
+            and (x, y) != episode.agent_position]
+    path = actions_to_face(episode.env, _state(episode), free)
+    if path is None:
+        raise _Refusal(FailureType.PRECONDITION_UNMET,
+                       "no free cell the agent can reach to drop onto (doorways excluded)")
+    x, y, direction = _state(episode)
+    for action in path:
+        if action == TURN_LEFT:
+            direction = (direction - 1) % 4
+        elif action == TURN_RIGHT:
+            direction = (direction + 1) % 4
+        else:
+            x, y = x + DIRECTIONS[direction][0], y + DIRECTIONS[direction][1]
+    target = (x + DIRECTIONS[direction][0], y + DIRECTIONS[direction][1])
+    return _Plan(path + [DROP], target, f"dropped the {_carried_name(episode)}")
 
 
 def _postcondition(episode: Episode, subgoal: Subgoal, plan: _Plan) -> bool:

@@ -11,7 +11,19 @@ from any state a policy leaves behind. Per task family:
 * Unlock: the key-and-door steps (opening the door is the mission).
 * UnlockPickup: the key-and-door steps, then ``drop()`` if anything is carried
   (the agent carries one object at a time), then ``pickup(C box)``.
+* BlockedUnlockPickup: UnlockPickup whose door has a ball in front of it: while
+  the ball blocks the door, free the hands (``drop()``), ``pickup(C ball)`` and
+  ``drop()`` it elsewhere (the executor never drops in a doorway), then as
+  UnlockPickup.
+* MultiRoom: ``open(C door)`` for every door still shut along the chain of
+  rooms, in the order the rooms are entered, then ``goto(goal)``.
 * BabyAI go-to: ``goto(C T)`` of the matching object nearest by path length.
+* BabyAI sequences (OpenDoorsOrder: "open X, then open Y", "open X after you
+  open Y"): the instruction tree's leaves not yet done, in the order it asks
+  for them — ``A, then B`` is A then B, ``A after you B`` is B then A, ``A and
+  B`` is A then B — read from the tree's own done flags, which the environment
+  updates at every action. A leaf is ``open(C door)``, ``goto(C T)`` (nearest
+  match) or ``pickup(C T)``.
 
 The plan is empty once the mission is accomplished. Its length is the progress
 measure the executor uses: a subgoal makes progress when it shortens the plan.
@@ -37,6 +49,15 @@ class NoExpertSubgoal(PrefalignError):
     """Asked for the next subgoal of an episode whose mission is already accomplished."""
 
 
+def door_blocker(episode: Episode, door: WorldObject) -> WorldObject | None:
+    """The object on the cell west of ``door`` (BlockedUnlockPickup's ball), if any."""
+    x, y = door.position
+    cell = episode.env.grid.get(x - 1, y)
+    if cell is None or cell.type not in ("key", "ball", "box"):
+        return None
+    return WorldObject(cell.color, cell.type, (x - 1, y))
+
+
 def _key_and_door(episode: Episode, carried: tuple[str, str] | None
                   ) -> tuple[list[Subgoal], tuple[str, str] | None]:
     """Subgoals that open the (single) door, and what is carried afterwards."""
@@ -44,6 +65,17 @@ def _key_and_door(episode: Episode, carried: tuple[str, str] | None
     if door.state == "open":
         return [], carried
     steps: list[Subgoal] = []
+    blocker = door_blocker(episode, door) if episode.family == "blockedunlockpickup" else None
+    if blocker is not None:
+        if carried is not None:
+            steps.append(DROP)
+        steps += [Subgoal("pickup", blocker.colour, blocker.kind), DROP]
+        carried = None
+    elif episode.family == "blockedunlockpickup" and carried is not None \
+            and carried[1] != "key":
+        # The blocker is in the hands: put it down out of the doorway.
+        steps.append(DROP)
+        carried = None
     key = (door.colour, "key")
     if door.state == "locked" and carried != key:
         if carried is not None:
@@ -81,8 +113,12 @@ def expert_plan(episode: Episode) -> list[Subgoal]:
         return steps + [Subgoal("goto", None, GOAL)]
     if family == "unlock":
         return _key_and_door(episode, carried)[0]
+    if family == "multiroom":
+        return _multiroom_plan(episode)
+    if family == "sequence":
+        return _instruction_plan(episode, episode.env.instrs)
     description = mission_object(episode)
-    if family == "unlockpickup":
+    if family in ("unlockpickup", "blockedunlockpickup"):
         steps, carried = _key_and_door(episode, carried)
         if carried is not None:
             steps.append(DROP)
@@ -93,6 +129,50 @@ def expert_plan(episode: Episode) -> list[Subgoal]:
     # which already accomplishes a go-to mission.
     target = nearest_match(episode, description, objects)
     return [Subgoal("goto", target.colour, target.kind)]
+
+
+def _multiroom_plan(episode: Episode) -> list[Subgoal]:
+    grid = episode.env.grid
+    steps = []
+    for room in episode.env.rooms[1:]:
+        door = grid.get(*room.entryDoorPos)
+        if door is not None and door.type == "door" and not door.is_open:
+            steps.append(Subgoal("open", door.color, "door"))
+    return steps + [Subgoal("goto", None, GOAL)]
+
+
+def _leaf_subgoal(episode: Episode, instruction) -> Subgoal:
+    from minigrid.envs.babyai.core.verifier import GoToInstr, OpenInstr, PickupInstr
+
+    desc = instruction.desc
+    if isinstance(instruction, OpenInstr):
+        return Subgoal("open", desc.color, "door")
+    target = nearest_match(episode, ObjectDescription(desc.color, desc.type),
+                           [obj for obj in world_objects(episode) if obj.kind != GOAL])
+    if isinstance(instruction, (GoToInstr, PickupInstr)) and target is not None:
+        verb = "goto" if isinstance(instruction, GoToInstr) else "pickup"
+        return Subgoal(verb, target.colour, target.kind)
+    raise PrefalignError(f"{episode.env_id}: no subgoal for the instruction "
+                         f"{type(instruction).__name__}")
+
+
+def _instruction_plan(episode: Episode, instruction) -> list[Subgoal]:
+    """The leaves of a BabyAI instruction tree still to do, in the order asked for."""
+    from minigrid.envs.babyai.core.verifier import AfterInstr, AndInstr, BeforeInstr
+
+    def done(flag) -> bool:
+        return flag == "success"
+
+    if isinstance(instruction, BeforeInstr):
+        first = [] if done(instruction.a_done) else _instruction_plan(episode, instruction.instr_a)
+        return first + _instruction_plan(episode, instruction.instr_b)
+    if isinstance(instruction, AfterInstr):
+        first = [] if done(instruction.b_done) else _instruction_plan(episode, instruction.instr_b)
+        return first + _instruction_plan(episode, instruction.instr_a)
+    if isinstance(instruction, AndInstr):
+        return ([] if done(instruction.a_done) else _instruction_plan(episode, instruction.instr_a)) \
+            + ([] if done(instruction.b_done) else _instruction_plan(episode, instruction.instr_b))
+    return [_leaf_subgoal(episode, instruction)]
 
 
 def expert_subgoal(episode: Episode) -> str:

@@ -17,8 +17,10 @@ chosen) and completed subgoals ``c_1..c_k``, the rejected subgoal is one of:
 The four candidate sets are disjoint, so a model's subgoal can be classified
 by them (``Decision.classify``). Choices among several candidates use a random
 generator seeded by (env_id, seed, step, type): the pairs are deterministic.
-Every rejected subgoal is grammatical and differs from the chosen one; the
-rate at which it fails the execution contract is measured by the tests.
+Every rejected subgoal is grammatical and differs from the chosen one; a pair
+is kept only when its rejected subgoal fails the execution contract in that
+state (a perturbation that happens to work — another object of the mission's
+kind, a drop that is harmless — is no mistake to learn from).
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ def preference_pairs(env_ids: Sequence[str], seeds: Iterable[int],
                     if rejected is None:
                         continue
                     result = execute(item.episode.copy(), rejected)
+                    if result.success:
+                        continue
                     pairs.append({
                         "prompt": build_prompt(item.context),
                         "chosen": " " + item.subgoal,
@@ -166,7 +170,7 @@ def preference_pairs(env_ids: Sequence[str], seeds: Iterable[int],
                         "metadata": {
                             "env_id": env_id, "seed": int(seed), "step": item.step,
                             "perturbation": perturbation, "expert_subgoal": item.subgoal,
-                            "rejected_failure": None if result.success else result.failure.value,
+                            "rejected_failure": result.failure.value,
                         },
                     })
     return pairs
