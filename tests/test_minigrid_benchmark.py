@@ -276,3 +276,76 @@ def test_multi_turn_grpo_advantages_are_return_to_go_minus_the_turns_group_mean(
     assert len(advantages[2]) == 1
     # Equal returns give no signal.
     assert turn_advantages([_rollout([1], True), _rollout([1], True)], 1.0) == [[0.0], [0.0]]
+
+
+def test_learning_curve_reads_runs_and_draws_every_policy(tmp_path):
+    import yaml
+
+    from prefalign.pipeline.minigrid.learning_curve import main
+    from prefalign.tasks.minigrid import proportion
+
+    runs = []
+    for demos, (sft, dpo) in {8: (3, 9), 2: (1, 4)}.items():
+        run = tmp_path / f"demos{demos}"
+        (run / "eval").mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"data": {"demo_episodes": demos,
+                                                                   "train_seeds": 40}}))
+        policies = {name: {"overall": {"closed_loop_success": proportion(k, 20)}}
+                    for name, k in (("sft", sft), ("dpo", dpo))}
+        (run / "eval" / "summary.json").write_text(json.dumps({"policies": policies}))
+        runs.append(run)
+    out = tmp_path / "curve.png"
+    main([*map(str, runs), "--out", str(out)])
+    points = json.loads(out.with_suffix(".json").read_text())
+    assert [p["demos"] for p in points["sft"]] == [2, 8]
+    assert [p["k"] for p in points["dpo"]] == [4, 9]
+    assert out.stat().st_size > 1000
+    with pytest.raises(Exception, match="not a finished MiniGrid pipeline run"):
+        main([str(tmp_path), "--out", str(out)])
+
+
+def test_episode_grpo_updates_follow_the_advantage_and_resume_exactly(tmp_path, tiny_model_dir):
+    import torch
+
+    from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
+    from prefalign.pipeline.minigrid.episode_rl import EpisodeGRPO
+    from prefalign.rollout.batch import pack_groups
+
+    cfg = MinigridPipelineConfig.model_validate({
+        "output_dir": str(tmp_path), "model": str(tiny_model_dir),
+        "data": {"environments": ["MiniGrid-DoorKey-6x6-v0"], "train_seeds": 4,
+                 "validation_seeds": 1, "test_seeds": 1},
+        "rl": {"lr": 5e-3, "batch_size": 2, "kl_coef": 0.0}})
+    root = tmp_path / "run"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "held_out_contexts.json").write_text("[]")
+    trainer = EpisodeGRPO(cfg, tiny_model_dir, root / "rl")
+    tok = trainer.tokenizer
+    prompts = [tok("state one", add_special_tokens=False)["input_ids"]] * 2
+    completions = [tok(" goto(goal)", add_special_tokens=False)["input_ids"],
+                   tok(" drop()", add_special_tokens=False)["input_ids"]]
+
+    def logps():
+        batch = pack_groups(prompts, completions, tok.pad_token_id)
+        with torch.no_grad():
+            values, _ = trainer.policy(batch["prompt_ids"], batch["prompt_mask"],
+                                       batch["completion_ids"], batch["completion_mask"])
+        return (values * batch["completion_mask"]).sum(-1)
+
+    before = logps()
+    for _ in range(3):
+        trainer._update(prompts, completions, [1.0, -1.0])
+    after = logps()
+    assert after[0] > before[0] and after[1] < before[1]
+
+    trainer.round = 1
+    trainer.log = [{"round": 1, "kl": 0.0}]
+    trainer._save_state()
+    resumed = EpisodeGRPO(cfg, tiny_model_dir, root / "rl")
+    resumed.restore()
+    assert resumed.round == 1
+    assert torch.allclose(logps(), after)  # the original trainer's weights, unchanged
+    trainer_weights = {n: p for n, p in trainer.lm.named_parameters() if p.requires_grad}
+    for name, param in resumed.lm.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param, trainer_weights[name])

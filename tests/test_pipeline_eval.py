@@ -20,8 +20,8 @@ from prefalign.eval.minigrid import (
 )
 from prefalign.eval.rerank_audit import audit_rerank
 from prefalign.models.load import load_model
-from prefalign.rewards.ensemble import ensemble_scores
 from prefalign.pipeline.minigrid.report import checks, fmt, write_pipeline_report
+from prefalign.rewards.ensemble import ensemble_scores
 from prefalign.tasks.minigrid import INSTRUCTION, build_prompt, proportion
 
 

@@ -113,6 +113,9 @@ class OnPolicyStageConfig(StrictModel):
     samples: int = Field(4, ge=2, description="Proposals sampled per state.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     max_pairs_per_state: int = Field(2, gt=0, description="Failed proposals paired per state.")
+    max_pairs: int | None = Field(None, gt=0, description="Keep at most this many on-policy "
+                                  "pairs, a seeded sample (perturbation pairs are capped by "
+                                  "data.max_pairs).")
     step_budget: int = Field(8, gt=0, description="Subgoals a practice episode may spend.")
     max_new_tokens: int = Field(12, gt=0, description="Generated tokens per proposal.")
     batch_size: int = Field(16, gt=0, description="States per sampling batch.")

@@ -24,18 +24,24 @@ the reference π_ref the SFT model (the fresh LoRA disabled). A killed run
 resumes at the last finished round: the adapter weights, the optimizer and
 the round log are saved after every round, and round k's sampling seed is a
 function of (seed, k).
+
+The online reward-hacking monitor (``prefalign.eval.hacking``) watches the run:
+each turn of a round is one observation of the proposals' lengths (the first
+five are the warm-up), each round's mean KL to the reference one evaluation
+(an alert when it rose three rounds running); alerts go to ``alerts.json``.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import torch
 
 from prefalign.data.tokenize import render_prompt
 from prefalign.engine.rundir import atomic_write_json
-from prefalign.errors import PrefalignError
+from prefalign.eval.hacking import HackingMonitor
 from prefalign.eval.minigrid import restyle_prompt
 from prefalign.log import say
 from prefalign.losses.kl import token_kl_term
@@ -74,6 +80,7 @@ class EpisodeGRPO:
         from prefalign.models.load import load_model
 
         self.cfg, self.settings, self.out_dir = cfg, cfg.rl, out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         self.lm, self.tokenizer = load_model(str(sft_model), dtype=cfg.dtype,
                                              lora=cfg.rl.lora)
@@ -86,6 +93,8 @@ class EpisodeGRPO:
         self.held_out = {build_prompt(c) for c in json.loads(
             (out_dir.parent / "data" / "held_out_contexts.json").read_text())}
         self.log: list[dict] = []
+        self.observations: list[dict] = []
+        self.monitor = HackingMonitor(warmup=5, length_z=2.5, kl_rising=3, disagreement_z=2.5)
         self.round = 0
 
     # -- resume -------------------------------------------------------------
@@ -102,6 +111,9 @@ class EpisodeGRPO:
             trainable[name].data.copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.round, self.log = state["round"], state["log"]
+        self.observations = state["observations"]
+        self.monitor.replay(self.observations, [(r["round"], r["kl"]) for r in self.log
+                                                if "kl" in r])
         say("rl", f"resuming after round {self.round}")
 
     def _save_state(self) -> None:
@@ -109,9 +121,23 @@ class EpisodeGRPO:
                    if p.requires_grad}
         partial = self.state_path.with_suffix(".tmp")
         torch.save({"adapter": adapter, "optimizer": self.optimizer.state_dict(),
-                    "round": self.round, "log": self.log}, partial)
+                    "round": self.round, "log": self.log,
+                    "observations": self.observations}, partial)
         partial.replace(self.state_path)
         atomic_write_json(self.out_dir / "rounds.json", self.log)
+        self.monitor.write(self.out_dir / "alerts.json")
+
+    def _watch(self, rollouts: list[EpisodeRollout]) -> None:
+        """One monitor observation per turn index: the lengths of the proposals made."""
+        turns = max((len(r.turns) for r in rollouts), default=0)
+        for t in range(turns):
+            lengths = [len(r.turns[t].proposals[r.turns[t].taken]) for r in rollouts
+                       if len(r.turns) > t]
+            row = {"step": self.round + 1, "length_mean": statistics.fmean(lengths),
+                   "length_std": statistics.pstdev(lengths), "sequences": len(lengths)}
+            self.observations.append(row)
+            self.monitor.observe_rollout(row["step"], row["length_mean"], row["length_std"],
+                                         row["sequences"])
 
     # -- one round ----------------------------------------------------------
     def _episodes(self, index: int) -> list[tuple[str, int]]:
@@ -168,6 +194,7 @@ class EpisodeGRPO:
                                 seed=derived_seed(self.cfg.seed, "rl", index), label="rl")
         rollouts = rollout_episodes(sampler, self._episodes(index), k=1,
                                     step_budget=settings.step_budget)
+        self._watch(rollouts)
         prompts, completions, advantages = self._sequences(rollouts)
         accomplished = sum(r.accomplished for r in rollouts)
         metrics = {"round": index + 1, "episodes": len(rollouts),
@@ -176,6 +203,7 @@ class EpisodeGRPO:
                    / len(rollouts), "sequences": len(prompts)}
         if prompts:
             metrics.update(self._update(prompts, completions, advantages))
+            self.monitor.observe_eval(index + 1, metrics["kl"])
         self.round += 1
         self.log.append(metrics)
         self._save_state()
@@ -194,7 +222,8 @@ class EpisodeGRPO:
         batches = [pack_groups([prompts[i] for i in chunk], [completions[i] for i in chunk], pad)
                    for chunk in chunks]
         olds, refs = self._frozen_logps(batches)
-        self.policy.train()
+        # The updates run in eval mode too (no dropout), so that the first minibatch's
+        # ratio π_θ/π_old is exactly 1.
         losses, kls = [], []
         for chunk, batch, old, ref in zip(chunks, batches, olds, refs):
             logps, _ = self.policy(*self._inputs(batch))
@@ -219,9 +248,6 @@ def run_episode_rl(cfg: MinigridPipelineConfig, sft_model: Path, out_dir: Path) 
     adapter to ``out_dir/final`` and the round log to ``out_dir/rounds.json``."""
     from prefalign.models.save import save_model
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg.data.environments:
-        raise PrefalignError("no training environments")
     trainer = EpisodeGRPO(cfg, sft_model, out_dir)
     trainer.restore()
     say("rl", f"multi-turn GRPO: {cfg.rl.rounds} rounds of {cfg.rl.seeds_per_round} starts x "

@@ -88,6 +88,9 @@ def run_on_policy(cfg: MinigridPipelineConfig, sft_model: Path, perturbation_pai
         held_out = {build_prompt(c) for c in json.loads(held_out_contexts.read_text())}
         found = on_policy_pairs(rollouts, settings.max_pairs_per_state)
         kept = [p for p in found if p["prompt"] not in held_out]
+        if settings.max_pairs is not None and len(kept) > settings.max_pairs:
+            chosen = sorted(random.Random(cfg.seed).sample(range(len(kept)), settings.max_pairs))
+            kept = [kept[i] for i in chosen]
         turns = [turn for rollout in rollouts for turn in rollout.turns]
         summary["practice"] = {
             "episodes_accomplished": proportion(sum(r.accomplished for r in rollouts),
@@ -96,7 +99,8 @@ def run_on_policy(cfg: MinigridPipelineConfig, sft_model: Path, perturbation_pai
                                            sum(len(t.rewards) for t in turns)),
             "states": len(turns),
             "pairs_found": len(found),
-            "pairs_refused_held_out": len(found) - len(kept),
+            "pairs_refused_held_out": sum(p["prompt"] in held_out for p in found),
+            "pairs_kept": len(kept),
             "rejected_failures": dict(Counter(p["metadata"]["rejected_failure"]
                                               for p in kept)),
             "pairs_per_environment": dict(Counter(p["metadata"]["env_id"] for p in kept)),

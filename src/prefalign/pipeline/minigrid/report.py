@@ -3,8 +3,11 @@
 Reads what the stages left in the run directory (``eval/``, ``data/summary.json``,
 ``pipeline.json``) and writes ``report.md`` plus ``figures/*.png``. Every rate
 comes with its 95% Wilson interval and its counts; the checks state plainly
-whether base < SFT ≤ DPO in closed-loop success and whether DPO makes fewer
-perturbation-type errors than SFT, and whether the intervals separate them.
+whether base < SFT < DPO, SFT < multi-turn GRPO and DPO ≤ DPO + best-of-n in
+closed-loop success and whether DPO makes fewer perturbation-type errors than
+SFT, and whether the intervals separate them. Sections follow on reward hacking
+in best-of-n, the SFT policy's practice against the executor, the GRPO rounds,
+training, data and time.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ def checks(policies: dict[str, dict]) -> list[str]:
     overall = {name: values["overall"] for name, values in policies.items()}
     lines = [_statement(f"closed-loop success {a} {rel} {b}", overall[a]["closed_loop_success"],
                         overall[b]["closed_loop_success"], rel)
-             for a, b, rel in (("base", "sft", "<"), ("sft", "dpo", "<="))
+             for a, b, rel in (("base", "sft", "<"), ("sft", "dpo", "<"), ("sft", "rl", "<"),
+                               ("dpo", "dpo_best_of_n", "<="))
              if a in overall and b in overall]
     if "sft" in overall and "dpo" in overall:
         lines.append(_statement("perturbation-type error rate dpo < sft",
@@ -109,6 +113,7 @@ def _training_lines(state: dict) -> list[str]:
     lines = []
     labels = {"sft": "SFT (held-out)", "dpo": "DPO (held-out pairs)",
               "rm": "reward model (held-out pairs)"}
+    baseline = (state.get("rm", {}).get("summary") or {}).get("perturbation_only_eval") or {}
     for stage, label in labels.items():
         summary = state.get(stage, {}).get("summary") or {}
         metrics = summary.get("eval") or {}
@@ -116,12 +121,78 @@ def _training_lines(state: dict) -> list[str]:
                           if isinstance(v, (int, float)))
         if shown:
             lines.append(f"- {label}: {summary.get('steps', '?')} steps; {shown}")
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in baseline.items() if isinstance(v, (int, float)))
+    if shown:
+        lines.append(f"- reward model of perturbation pairs alone (held-out pairs): {shown}")
     return lines
+
+
+def _practice_lines(summary: dict | None, rounds: list | None,
+                    alerts: dict | None = None) -> list[str]:
+    """What the SFT policy's practice against the executor gave, and the GRPO rounds."""
+    lines = []
+    practice = (summary or {}).get("practice")
+    if practice:
+        lines += ["## Practice against the executor", "",
+                  f"The SFT policy played {practice['episodes_accomplished']['n']} training "
+                  f"episodes, sampling proposals in each of {practice['states']} states: "
+                  f"episodes accomplished {fmt(practice['episodes_accomplished'])}, proposals "
+                  f"that passed the execution contract {fmt(practice['proposals_passed'])}. "
+                  f"{practice['pairs_found']} on-policy pairs (a passing proposal against a "
+                  f"failing one, same state; {practice['pairs_refused_held_out']} refused as "
+                  "held-out states); failure types of the rejected proposals: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(practice["rejected_failures"].items()))
+                  + ". Training pairs by source: "
+                  + ", ".join(f"{k} {v}" for k, v in summary["pairs_per_source"].items()) + ".",
+                  ""]
+    if rounds:
+        lines += ["## Multi-turn GRPO against the executor", "",
+                  "Practice episodes accomplished per round (sampled at the training "
+                  "temperature), sequences with a non-zero advantage, mean KL to the SFT "
+                  "reference.", ""]
+        lines += _table(["round", "episodes accomplished", "mean subgoal return", "sequences",
+                         "KL"],
+                        [[str(r["round"]), fmt(r["accomplished"]),
+                          f"{r['mean_subgoal_return']:.2f}", str(r["sequences"]),
+                          f"{r.get('kl', 0.0):.4f}"] for r in rounds])
+        found = (alerts or {}).get("alerts", [])
+        lines += ["", "Reward-hacking monitor during the run (proposal length z-score after a "
+                  "five-turn warm-up, KL to the reference rising three rounds running): "
+                  + ("; ".join(f"round {a['step']}: {a['message']}" for a in found)
+                     if found else "no alert") + ".", ""]
+    return lines
+
+
+def _audit_lines(audits: dict | None) -> list[str]:
+    """The reward-hacking signals of best-of-n, per reward model, with their alerts."""
+    if not audits:
+        return []
+    lines = ["## Reward hacking in best-of-n", "",
+             "The same best-of-n candidates scored by each reward model. Invalid pick: the "
+             "top-scored candidate does not parse although a parsing one was sampled (such "
+             "text never passes the executor). The evaluated policy ranks parsing "
+             "candidates only (the grammar guard); these signals are for the unguarded "
+             "argmax.", ""]
+    rows = []
+    for name, audit in audits.items():
+        z = [("n/a" if audit[key] is None else f"{audit[key]:.2f}")
+             for key in ("length_z", "disagreement_z")]
+        alerts = "; ".join(a["message"] for a in audit["alerts"]) or "none"
+        rows.append([name, fmt(audit["invalid_pick"]), *z, alerts])
+    lines += _table(["reward model", "invalid pick", "length z", "disagreement z", "alerts"],
+                    rows)
+    return lines + [""]
 
 
 def _data_lines(data: dict) -> list[str]:
     seeds = data["seeds"]
-    lines = [f"- seeds (each environment): train {seeds['train'][0]}–{seeds['train'][1] - 1}, "
+    test_envs = data.get("test_environments", data["environments"])
+    lines = [f"- training environments: {', '.join(map(short_environment, data['environments']))}"
+             f"; held-out test environments: {', '.join(map(short_environment, test_envs))}",
+             f"- demonstrations: the first {data.get('demo_episodes', '?')} training seeds of "
+             f"each environment, {data.get('noisy_sft_examples', 0)} of the SFT examples "
+             f"replaced by a perturbation (demo_noise {data.get('demo_noise', 0.0)})",
+             f"- seeds (each environment): train {seeds['train'][0]}–{seeds['train'][1] - 1}, "
              f"validation {seeds['validation'][0]}–{seeds['validation'][1] - 1}, "
              f"test {seeds['test'][0]}–{seeds['test'][1] - 1}",
              f"- records: {', '.join(f'{k} {v}' for k, v in data['counts'].items())}; "
@@ -162,12 +233,18 @@ def _setup_lines(root: Path) -> list[str]:
         return "LoRA" if section["lora"] else "a full fine-tune"
 
     beta = f" (beta {dpo['loss']['beta']})" if dpo["loss"].get("beta") is not None else ""
+    sources = " and ".join(cfg.get("onpolicy", {}).get("sources", ["perturbation"]))
     return [f"Setup: base model `{cfg['model']}`; {cfg['data']['prompt_style']} prompts "
             f"{'with' if cfg['use_chat_template'] else 'without'} the chat template; SFT "
             f"with {tuning(sft)} at lr {sft['train']['lr']}; {dpo['loss']['name']}{beta} with "
             f"{tuning(dpo)} on the SFT model at lr {dpo['train']['lr']}, the SFT model as "
-            f"reference; reward model: {rm['tuning']} backbone of the DPO model; "
-            f"best-of-{evaluation['best_of_n']} at temperature {evaluation['temperature']}.", ""]
+            f"reference, on {sources} pairs; "
+            f"multi-turn GRPO: {cfg.get('rl', {}).get('rounds', 0)} rounds of "
+            f"{cfg.get('rl', {}).get('seeds_per_round', '?')} starts x "
+            f"{cfg.get('rl', {}).get('episodes_per_seed', '?')} episodes from the SFT model; "
+            f"reward model: {rm['tuning']} backbone of the DPO model; "
+            f"best-of-{evaluation['best_of_n']} at temperature {evaluation['temperature']} "
+            f"({evaluation.get('best_of_n_guard', 'none')} guard).", ""]
 
 
 def write_pipeline_report(root: str | Path, title: str) -> Path:
@@ -222,6 +299,9 @@ def write_pipeline_report(root: str | Path, title: str) -> Path:
                   f"reranked by the reward model: {bon['mean_distinct_candidates']} distinct "
                   f"candidates per state on average; the reward model's pick differed from the "
                   f"first sample in {bon['reranked_states']} of {bon['generated']} states.", ""]
+    lines += _audit_lines(_read(root / "eval" / "rerank_audit.json"))
+    lines += _practice_lines(_read(root / "onpolicy" / "summary.json"),
+                             _read(root / "rl" / "rounds.json"), _read(root / "rl" / "alerts.json"))
     training = _training_lines(state)
     if training:
         lines += ["## Training", "", *training, ""]

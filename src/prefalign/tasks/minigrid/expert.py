@@ -170,8 +170,10 @@ def _instruction_plan(episode: Episode, instruction) -> list[Subgoal]:
         first = [] if done(instruction.b_done) else _instruction_plan(episode, instruction.instr_b)
         return first + _instruction_plan(episode, instruction.instr_a)
     if isinstance(instruction, AndInstr):
-        return ([] if done(instruction.a_done) else _instruction_plan(episode, instruction.instr_a)) \
-            + ([] if done(instruction.b_done) else _instruction_plan(episode, instruction.instr_b))
+        parts = [(instruction.a_done, instruction.instr_a),
+                 (instruction.b_done, instruction.instr_b)]
+        return [step for flag, part in parts if not done(flag)
+                for step in _instruction_plan(episode, part)]
     return [_leaf_subgoal(episode, instruction)]
 
 
