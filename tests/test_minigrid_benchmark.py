@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from prefalign.errors import DataError
 from prefalign.pipeline.minigrid.data import build_minigrid_data, noisy_traces
 from prefalign.tasks.minigrid import (
     PERTURBATION_TYPES,
@@ -349,3 +350,52 @@ def test_episode_grpo_updates_follow_the_advantage_and_resume_exactly(tmp_path, 
     for name, param in resumed.lm.named_parameters():
         if param.requires_grad:
             assert torch.equal(param, trainer_weights[name])
+
+
+def test_held_out_compositions_never_reach_training(tmp_path):
+    from prefalign.pipeline.minigrid.config import MinigridDataConfig
+    from prefalign.pipeline.minigrid.episode_split import episode_split
+    from prefalign.tasks.minigrid.compositions import composition, is_held_out
+
+    envs = ["MiniGrid-BlockedUnlockPickup-v0", "BabyAI-GoToLocalS8N4-v0",
+            "BabyAI-OpenDoorsOrderN4-v0", "MiniGrid-UnlockPickup-v0"]
+    cfg = MinigridDataConfig(environments=envs, train_seeds=30, demo_episodes=6,
+                             validation_seeds=2, test_seeds=8, held_out_compositions=0.3)
+    split = episode_split(cfg)
+    # DoorKey's door is always yellow: one composition, held out whole here — refused.
+    doorkey = cfg.model_copy(update={"environments": ["MiniGrid-DoorKey-8x8-v0"]})
+    with pytest.raises(DataError, match="every training seed has a held-out composition"):
+        episode_split(doorkey)
+    seen, tested = set(), set()
+    for env in envs:
+        assert len(split["test"][env]) == 8
+        assert split["demo"][env] == split["train"][env][:6]
+        for part, store in (("train", seen), ("validation", seen), ("test", tested)):
+            for seed in split[part][env]:
+                episode = make_episode(env, seed)
+                store.add((episode.family, composition(episode)))
+    assert tested and not tested & seen
+    # The rule, written out: sha256("family/composition") mod 10^6 < share * 10^6.
+    import hashlib
+    for family, key in tested:
+        digest = hashlib.sha256(f"{family}/{key}".encode()).digest()
+        assert int.from_bytes(digest[:8], "big") % 1_000_000 < 300_000
+        assert is_held_out(family, key, 0.3)
+    summary = build_minigrid_data(cfg, tmp_path, seed=0)
+    assert summary["episodes"]["test"] == split["test"]
+    missions = {json.loads(line)["prompt"].split("\n")[1]
+                for name in ("sft_train.jsonl", "pairs_train.jsonl")
+                for line in (tmp_path / name).read_text().splitlines()}
+    # BabyAI missions name their composition: none of the test missions is trained on.
+    test_missions = {describe_state(make_episode(env, seed)).split("\n")[0]
+                     for env in envs if env.startswith("BabyAI") for seed in split["test"][env]}
+    assert test_missions and not missions & test_missions
+
+
+def test_sequence_compositions_name_the_order():
+    from prefalign.tasks.minigrid.compositions import composition
+
+    keys = {composition(make_episode("BabyAI-OpenDoorsOrderN4-v0", seed)) for seed in range(30)}
+    assert any(key.startswith("after(open ") for key in keys)
+    assert any(key.startswith("before(open ") for key in keys)
+    assert any(key.startswith("open ") for key in keys)

@@ -196,13 +196,18 @@ def test_fmt_shows_rate_interval_and_counts():
 
 def test_checks_state_each_comparison():
     policies = {"base": _report((0, 100), (5, 100)), "sft": _report((40, 100), (30, 100)),
-                "dpo": _report((45, 100), (10, 100))}
+                "dpo": _report((45, 100), (10, 100)), "rl": _report((70, 100), (5, 100)),
+                "dpo_best_of_n": _report((44, 100), (12, 100))}
     lines = checks(policies)
     assert "closed-loop success base < sft: **holds**" in lines[0]
     assert "intervals do not overlap" in lines[0]
-    assert "closed-loop success sft <= dpo: **holds**" in lines[1]
+    assert "closed-loop success sft < dpo: **holds**" in lines[1]
     assert "intervals overlap" in lines[1]
-    assert "perturbation-type error rate dpo < sft: **holds**" in lines[2]
+    assert "closed-loop success sft < rl: **holds**" in lines[2]
+    assert "intervals do not overlap" in lines[2]
+    assert "closed-loop success dpo <= dpo_best_of_n: **does not hold**" in lines[3]
+    assert "perturbation-type error rate dpo < sft: **holds**" in lines[4]
+    policies = {name: policies[name] for name in ("base", "sft", "dpo")}
     worse = dict(policies, dpo=_report((30, 100), (35, 100)))
     assert all("does not hold" in line for line in checks(worse)[1:])
 

@@ -44,6 +44,10 @@ class MinigridDataConfig(StrictModel):
     demo_episodes: int | None = Field(None, gt=0, description="Expert-demonstrated "
                                       "episodes per environment (SFT data and perturbation "
                                       "pairs); null: all train_seeds.")
+    held_out_compositions: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of mission compositions (door colours, the "
+        "object named, the order of a sequence) held out of training; the test takes only "
+        "episodes of held-out compositions. 0: test at unseen seeds of any composition.")
     demo_noise: float = Field(0.0, ge=0.0, lt=1.0, description="Share of demonstrated "
                               "subgoals replaced by a seeded perturbation of the expert's "
                               "(an expert that errs this fraction of the time).")
@@ -152,6 +156,7 @@ class EpisodeRLStageConfig(StrictModel):
     clip_eps: float = Field(0.2, gt=0, description="PPO ratio clip ε.")
     lr: float = Field(1.0e-4, gt=0, description="AdamW learning rate of the adapters.")
     batch_size: int = Field(16, gt=0, description="Sequences (turns) per optimizer step.")
+    epochs_per_round: int = Field(2, gt=0, description="Passes over a round's sequences.")
     generation_batch_size: int = Field(32, gt=0, description="States per sampling batch.")
     max_new_tokens: int = Field(12, gt=0, description="Generated tokens per subgoal.")
 
@@ -192,7 +197,8 @@ class EvalStageConfig(StrictModel):
 class ReportStageConfig(StrictModel):
     """The markdown report and its figures."""
 
-    title: str = Field("MiniGrid subgoal alignment: base, SFT, DPO, best-of-n",
+    title: str = Field("MiniGrid subgoal alignment: SFT, DPO on on-policy pairs, multi-turn "
+                       "GRPO, best-of-n",
                        description="Heading of report.md.")
 
 

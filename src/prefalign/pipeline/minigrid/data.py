@@ -1,10 +1,11 @@
 """The MiniGrid pipeline's data stage: MiniGrid expert traces and preference pairs as JSONL files.
 
-Seeds split into disjoint train / validation / test ranges (``split_seeds``),
-the same for every environment. From the training seeds come supervised
-records (the expert's subgoal in each state it saw) and preference pairs (the
-expert's subgoal against a perturbed one); from the validation seeds, the
-held-out versions of both; the test seeds are left for the evaluation.
+Episodes split into train / validation / test by seed range and, optionally,
+by held-out mission composition (``episode_split``). From the demonstrated
+training episodes come supervised records (the expert's subgoal in each state
+it saw) and preference pairs (the expert's subgoal against a perturbed one);
+from the validation episodes, the held-out versions of both; the test episodes
+are left for the evaluation.
 
 Disjoint seeds do not mean disjoint states: small rooms repeat layouts, so a
 validation or test state can occur word for word in a training episode. The
@@ -39,13 +40,13 @@ from prefalign.eval.minigrid import restyle_prompt
 from prefalign.log import say
 from prefalign.pipeline.minigrid.artifacts import DATA_FILES, HELD_OUT_CONTEXTS
 from prefalign.pipeline.minigrid.config import MinigridDataConfig
+from prefalign.pipeline.minigrid.episode_split import episode_split
 from prefalign.tasks.minigrid import (
     check_split_leakage,
     context_overlap,
     generate_traces,
     preference_pairs,
     sft_records,
-    split_seeds,
 )
 from prefalign.tasks.minigrid.context import build_prompt
 from prefalign.tasks.minigrid.perturb import PERTURBATION_TYPES, Decision
@@ -124,22 +125,25 @@ def noisy_traces(env_ids: list[str], seeds: range, noise: float) -> list[dict]:
     return records
 
 
+def _traces(seeds_by_env: dict[str, list[int]]) -> list[dict]:
+    return [record for env, seeds in seeds_by_env.items()
+            for record in generate_traces([env], seeds)]
+
+
 def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int) -> dict:
     """Write the four JSONL files of ``DATA_FILES`` into ``out_dir``; return the summary
     (seed ranges, counts per environment, state overlap before and after exclusion)."""
     out_dir = Path(out_dir)
     envs = list(cfg.environments)
     test_envs = list(cfg.test_environments or envs)
-    splits = split_seeds(cfg.train_seeds, cfg.validation_seeds, cfg.test_seeds, cfg.seed_start)
-    demo_count = min(cfg.demo_episodes or cfg.train_seeds, cfg.train_seeds)
-    demo_seeds = range(splits.train.start, splits.train.start + demo_count)
-    say("data", f"expert traces of {len(envs)} environments: seeds {splits.train.start}-"
-                f"{splits.train.stop - 1} train, {splits.validation.start}-"
-                f"{splits.validation.stop - 1} validation, {splits.test.start}-"
-                f"{splits.test.stop - 1} test")
-    traces = {"train": noisy_traces(envs, demo_seeds, cfg.demo_noise),
-              "validation": generate_traces(envs, splits.validation),
-              "test": generate_traces(test_envs, splits.test)}
+    split = episode_split(cfg)
+    say("data", f"expert traces of {len(envs)} training and {len(test_envs)} test environments"
+                + (f"; {cfg.held_out_compositions:.0%} of mission compositions held out"
+                   if cfg.held_out_compositions else ""))
+    traces = {"train": [record for env in envs
+                        for record in noisy_traces([env], split["demo"][env], cfg.demo_noise)],
+              "validation": _traces(split["validation"]),
+              "test": _traces(split["test"])}
     check_split_leakage(traces)
     overlap_before = _overlap_by_environment(traces["train"], traces["test"], test_envs)
     excluded = {t["context"] for t in traces["validation"]}
@@ -155,11 +159,13 @@ def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int)
 
     say("data", f"preference pairs ({', '.join(cfg.perturbations)})")
     excluded_prompts = {build_prompt(context) for context in excluded}
-    pairs_train = [p for p in preference_pairs(envs, demo_seeds, cfg.perturbations)
+    pairs_train = [p for env in envs
+                   for p in preference_pairs([env], split["demo"][env], cfg.perturbations)
                    if p["prompt"] not in excluded_prompts]
     sample_pairs = sample_per_environment if cfg.pair_sampling == "per_environment" else _sample
     pairs_train = sample_pairs(pairs_train, cfg.max_pairs, seed)
-    pairs_validation = preference_pairs(envs, splits.validation, cfg.perturbations)
+    pairs_validation = [p for env in envs for p in preference_pairs(
+        [env], split["validation"][env], cfg.perturbations)]
     if not sft_train or not pairs_train:
         raise DataError(f"no training data left: {len(sft_train)} SFT examples and "
                         f"{len(pairs_train)} pairs; raise data.train_seeds")
@@ -174,10 +180,14 @@ def build_minigrid_data(cfg: MinigridDataConfig, out_dir: str | Path, seed: int)
     return {
         "environments": envs,
         "test_environments": test_envs,
-        "demo_episodes": demo_count,
+        "demo_episodes": cfg.demo_episodes or cfg.train_seeds,
+        "held_out_compositions": cfg.held_out_compositions,
+        "episodes": split,
         "demo_noise": cfg.demo_noise,
         "noisy_sft_examples": sum(bool(t.get("noisy")) for t in train_traces),
-        "seeds": {name: [r.start, r.stop] for name, r in splits.as_dict().items()},
+        "seeds": {name: [min(min(v) for v in split[name].values() if v),
+                         max(max(v) for v in split[name].values() if v) + 1]
+                  for name in ("train", "validation", "test")},
         "prompt_style": cfg.prompt_style,
         "exclude_test_states": cfg.exclude_test_states,
         "counts": {key: len(records) for key, records in outputs.items()},

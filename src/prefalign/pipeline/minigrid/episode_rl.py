@@ -19,7 +19,8 @@ loss over the round's sequences, in minibatches (one optimizer step each), is
 
     L = reduce_t PPO-clip(ρ_t, A) + β · reduce_t k3(log π_θ − log π_ref)
 
-with ``ρ_t = π_θ/π_old`` (π_old recorded before the round's first update) and
+with ``ρ_t = π_θ/π_old`` (π_old recorded before the round's first update; the
+round's sequences serve ``epochs_per_round`` passes, so the clip matters) and
 the reference π_ref the SFT model (the fresh LoRA disabled). A killed run
 resumes at the last finished round: the adapter weights, the optimizer and
 the round log are saved after every round, and round k's sampling seed is a
@@ -47,11 +48,12 @@ from prefalign.log import say
 from prefalign.losses.kl import token_kl_term
 from prefalign.losses.policy import policy_clip_loss
 from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
+from prefalign.pipeline.minigrid.episode_split import episode_split
 from prefalign.pipeline.minigrid.onpolicy import PolicySampler
 from prefalign.rollout.batch import pack_groups
 from prefalign.stages.online.model import PolicyModel
 from prefalign.stages.online.rollouts import derived_seed
-from prefalign.tasks.minigrid import proportion, split_seeds
+from prefalign.tasks.minigrid import proportion
 from prefalign.tasks.minigrid.context import build_prompt
 from prefalign.tasks.minigrid.rollout import EpisodeRollout, rollout_episodes
 
@@ -87,9 +89,7 @@ class EpisodeGRPO:
         self.policy = PolicyModel(self.lm, 1.0)
         trainable = [p for p in self.lm.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.rl.lr, weight_decay=0.0)
-        data = cfg.data
-        self.seeds = list(split_seeds(data.train_seeds, data.validation_seeds, data.test_seeds,
-                                      data.seed_start).train)
+        self.train = episode_split(cfg.data)["train"]
         self.held_out = {build_prompt(c) for c in json.loads(
             (out_dir.parent / "data" / "held_out_contexts.json").read_text())}
         self.log: list[dict] = []
@@ -143,7 +143,9 @@ class EpisodeGRPO:
     def _episodes(self, index: int) -> list[tuple[str, int]]:
         """Round ``index``'s groups: the next ``seeds_per_round`` (env, seed) starts of the
         cycle over every training environment and seed, each ``G`` times."""
-        starts = [(env, seed) for seed in self.seeds for env in self.cfg.data.environments]
+        longest = max(map(len, self.train.values()))
+        starts = [(env, seeds[i]) for i in range(longest) for env, seeds in self.train.items()
+                  if i < len(seeds)]
         count = self.settings.seeds_per_round
         chosen = [starts[(index * count + i) % len(starts)] for i in range(count)]
         return [start for start in chosen for _ in range(self.settings.episodes_per_seed)]
@@ -225,7 +227,9 @@ class EpisodeGRPO:
         # The updates run in eval mode too (no dropout), so that the first minibatch's
         # ratio π_θ/π_old is exactly 1.
         losses, kls = [], []
-        for chunk, batch, old, ref in zip(chunks, batches, olds, refs):
+        passes = [(chunk, batch, old, ref) for _ in range(settings.epochs_per_round)
+                  for chunk, batch, old, ref in zip(chunks, batches, olds, refs)]
+        for chunk, batch, old, ref in passes:
             logps, _ = self.policy(*self._inputs(batch))
             mask = batch["completion_mask"]
             adv = torch.tensor([advantages[i] for i in chunk], dtype=logps.dtype)

@@ -25,17 +25,17 @@ from prefalign.eval.rerank_audit import audit_rerank
 from prefalign.log import say
 from prefalign.pipeline.minigrid.artifacts import ARTIFACTS
 from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
-from prefalign.tasks.minigrid import evaluate_policy, proportion, split_seeds
+from prefalign.pipeline.minigrid.episode_split import episode_split
+from prefalign.tasks.minigrid import evaluate_policy, proportion
 from prefalign.tasks.minigrid.grammar import SubgoalParseError, parse_subgoal
 
 CANDIDATES_FILE = "dpo_best_of_n_candidates.json"
+AUDIT_STATES = 200  # states audited (the first ones evaluated: single-step states, in order)
 
 
-def held_out_seeds(cfg: MinigridPipelineConfig) -> range:
-    """The held-out test seeds of the data stage's split."""
-    data = cfg.data
-    return split_seeds(data.train_seeds, data.validation_seeds, data.test_seeds,
-                       data.seed_start).test
+def held_out_seeds(cfg: MinigridPipelineConfig) -> dict[str, list[int]]:
+    """The held-out test seeds of each test environment (the data stage's split)."""
+    return episode_split(cfg.data)["test"]
 
 
 def test_environments(cfg: MinigridPipelineConfig) -> list[str]:
@@ -94,12 +94,13 @@ def _admissible(text: str) -> bool:
 
 
 def audit_best_of_n(cfg: MinigridPipelineConfig, root: Path) -> dict:
-    """Hacking signals of best-of-n (``prefalign.eval.rerank_audit``) for the pipeline's
-    reward model, whose scores were kept with the candidates, and for the reward model
-    of perturbation pairs alone, which rescores the same candidates."""
+    """Hacking signals of best-of-n (``prefalign.eval.rerank_audit``) on the first
+    ``AUDIT_STATES`` states, for the pipeline's reward model, whose scores were kept with
+    the candidates, and for the reward model of perturbation pairs alone, which rescores
+    the same candidates."""
     from prefalign.rewards import RewardModel
 
-    states = json.loads((root / "eval" / CANDIDATES_FILE).read_text())
+    states = json.loads((root / "eval" / CANDIDATES_FILE).read_text())[:AUDIT_STATES]
     candidates = [state["candidates"] for state in states]
     audits = {"pipeline reward model": audit_rerank(
         candidates, [torch.tensor(state["members"]) for state in states], _admissible)}
@@ -137,8 +138,8 @@ def run_evaluation(cfg: MinigridPipelineConfig, root: Path) -> dict:
             if loaded is None or loaded[0] != sources[name]:
                 loaded = (sources[name], *load_model(sources[name], dtype=cfg.dtype))
             policy = _build_policy(name, cfg, root, loaded[1], loaded[2])
-            say("eval", f"{name}: {len(test_environments(cfg))} environments x {len(seeds)} "
-                        f"test episodes (single step, then closed loop)")
+            say("eval", f"{name}: {sum(map(len, seeds.values()))} test episodes of "
+                        f"{len(seeds)} environments (single step, then closed loop)")
             started = time.perf_counter()
             result = evaluate_policy(policy, test_environments(cfg), seeds,
                                      step_budget=cfg.eval.step_budget)
@@ -159,7 +160,7 @@ def run_evaluation(cfg: MinigridPipelineConfig, root: Path) -> dict:
                       {"policies": summary, "order": list(cfg.eval.policies),
                        "environments": test_environments(cfg),
                        "training_environments": list(cfg.data.environments),
-                       "test_seeds": [seeds.start, seeds.stop],
+                       "test_seeds": seeds,
                        "step_budget": cfg.eval.step_budget})
     return {name: values["overall"]["closed_loop_success"]["rate"]
             for name, values in summary.items()}

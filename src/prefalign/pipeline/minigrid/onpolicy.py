@@ -1,7 +1,7 @@
 """The MiniGrid pipeline's on-policy stage: the SFT policy practises, the executor judges.
 
-The SFT policy plays every training episode (all ``train_seeds`` of every
-training environment, demonstrated or not) through ``rollout_episodes``: at
+The SFT policy plays every training episode (``episode_split``'s training
+episodes of every training environment, demonstrated or not) through ``rollout_episodes``: at
 each state it samples ``samples`` proposals, each executed on a copy of the
 episode. Pairs come from the states where some proposals passed the execution
 contract and some failed (``on_policy_pairs``) — the policy's own mistakes,
@@ -30,7 +30,8 @@ from prefalign.errors import DataError
 from prefalign.eval.minigrid import first_line, restyle_prompt, sample_completions
 from prefalign.log import say
 from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
-from prefalign.tasks.minigrid import proportion, split_seeds
+from prefalign.pipeline.minigrid.episode_split import episode_split
+from prefalign.tasks.minigrid import proportion
 from prefalign.tasks.minigrid.context import build_prompt
 from prefalign.tasks.minigrid.rollout import on_policy_pairs, rollout_episodes
 
@@ -69,8 +70,7 @@ def run_on_policy(cfg: MinigridPipelineConfig, sft_model: Path, perturbation_pai
     settings = cfg.onpolicy
     out_dir.mkdir(parents=True, exist_ok=True)
     data = cfg.data
-    seeds = split_seeds(data.train_seeds, data.validation_seeds, data.test_seeds,
-                        data.seed_start).train
+    train = episode_split(data)["train"]
     summary: dict = {"sources": list(settings.sources)}
     pairs: list[dict] = []
     if "on_policy" in settings.sources:
@@ -80,7 +80,7 @@ def run_on_policy(cfg: MinigridPipelineConfig, sft_model: Path, perturbation_pai
                                 max_new_tokens=settings.max_new_tokens,
                                 batch_size=settings.batch_size,
                                 use_chat_template=cfg.use_chat_template, seed=cfg.seed)
-        episodes = [(env_id, seed) for env_id in data.environments for seed in seeds]
+        episodes = [(env_id, seed) for env_id, seeds in train.items() for seed in seeds]
         say("onpolicy", f"the SFT policy practises {len(episodes)} training episodes, "
                         f"{settings.samples} proposals per state")
         rollouts = rollout_episodes(sampler, episodes, k=settings.samples,

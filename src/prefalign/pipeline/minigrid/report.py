@@ -192,7 +192,7 @@ def _data_lines(data: dict) -> list[str]:
              f"- demonstrations: the first {data.get('demo_episodes', '?')} training seeds of "
              f"each environment, {data.get('noisy_sft_examples', 0)} of the SFT examples "
              f"replaced by a perturbation (demo_noise {data.get('demo_noise', 0.0)})",
-             f"- seeds (each environment): train {seeds['train'][0]}–{seeds['train'][1] - 1}, "
+             f"- seeds: train {seeds['train'][0]}–{seeds['train'][1] - 1}, "
              f"validation {seeds['validation'][0]}–{seeds['validation'][1] - 1}, "
              f"test {seeds['test'][0]}–{seeds['test'][1] - 1}",
              f"- records: {', '.join(f'{k} {v}' for k, v in data['counts'].items())}; "
@@ -247,6 +247,23 @@ def _setup_lines(root: Path) -> list[str]:
             f"({evaluation.get('best_of_n_guard', 'none')} guard).", ""]
 
 
+def _time_lines(state: dict, policies: dict[str, dict]) -> list[str]:
+    """Seconds per stage, and per evaluated policy with its generation counts."""
+    lines = []
+    if state:
+        lines += ["## Time", ""]
+        lines += _table(["stage", "seconds"], [[name, f"{state[name]['seconds']:.0f}"]
+                                               for name in STAGE_ORDER
+                                               if state.get(name, {}).get("status") == "done"])
+        lines.append("")
+    lines += _table(["evaluated policy", "seconds", "states generated", "prompts answered"],
+                    [[name, f"{values['seconds']:.0f}",
+                      str(values["generation"].get("generated", "?")),
+                      str(values["generation"].get("prompts", "?"))]
+                     for name, values in policies.items()])
+    return lines + [""]
+
+
 def write_pipeline_report(root: str | Path, title: str) -> Path:
     """Write ``root/report.md`` and its figures; return the report's path."""
     root = Path(root)
@@ -258,7 +275,11 @@ def write_pipeline_report(root: str | Path, title: str) -> Path:
     state = (_read(root / "pipeline.json") or {}).get("stages", {})
     data = _read(root / "data" / "summary.json")
     environments = evaluation["environments"]
+    held_out = (data or {}).get("held_out_compositions", 0.0)
     seeds = evaluation["test_seeds"]
+    if isinstance(seeds, dict):
+        every = [seed for values in seeds.values() for seed in values]
+        seeds = [min(every), max(every) + 1]
     episodes = next(iter(policies.values()))["overall"]["closed_loop_success"]["n"]
 
     success = {name: {env: values["environments"][env]["closed_loop_success"]
@@ -272,7 +293,9 @@ def write_pipeline_report(root: str | Path, title: str) -> Path:
 
     lines = [f"# {title}", "",
              f"{episodes} held-out test episodes (seeds {seeds[0]}–{seeds[1] - 1} of "
-             f"{len(environments)} environments); a policy proposes one subgoal per state, "
+             f"{len(environments)} environments"
+             + (f", missions of compositions held out of training ({held_out:.0%} of them)"
+                if held_out else "") + "); a policy proposes one subgoal per state, "
              f"the executor runs it in the real environment and judges it "
              f"(closed loop: up to {evaluation['step_budget']} subgoals per episode). "
              f"Rates with 95% Wilson intervals and counts.", "", *_setup_lines(root),
@@ -307,18 +330,7 @@ def write_pipeline_report(root: str | Path, title: str) -> Path:
         lines += ["## Training", "", *training, ""]
     if data is not None:
         lines += ["## Data", "", *_data_lines(data), ""]
-    if state:
-        lines += ["## Time", ""]
-        lines += _table(["stage", "seconds"], [[name, f"{state[name]['seconds']:.0f}"]
-                                               for name in STAGE_ORDER
-                                               if state.get(name, {}).get("status") == "done"])
-        lines.append("")
-    lines += _table(["evaluated policy", "seconds", "states generated", "prompts answered"],
-                    [[name, f"{values['seconds']:.0f}",
-                      str(values["generation"].get("generated", "?")),
-                      str(values["generation"].get("prompts", "?"))]
-                     for name, values in policies.items()])
-    lines.append("")
+    lines += _time_lines(state, policies)
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -20,7 +20,7 @@ JSON-serialisable data.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prefalign.errors import ConfigError, PrefalignError
 from prefalign.intervals import wilson_interval
@@ -95,15 +95,14 @@ class _Tally:
         }
 
 
-def _single_step(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: list[int],
+def _single_step(policy_fn: PolicyFn, episodes: list[tuple[str, int]],
                  tallies: dict[str, _Tally]) -> None:
     states = []
-    for env_id in env_ids:
-        for seed in seeds:
-            rollout = expert_rollout(env_id, seed)
-            if rollout is None:
-                tallies[env_id].counts["expert_unsolved"] += 1
-            states += [(env_id, item) for item in rollout or []]
+    for env_id, seed in episodes:
+        rollout = expert_rollout(env_id, seed)
+        if rollout is None:
+            tallies[env_id].counts["expert_unsolved"] += 1
+        states += [(env_id, item) for item in rollout or []]
     outputs = _call_policy(policy_fn, [build_prompt(item.context) for _, item in states])
     for (env_id, item), text in zip(states, outputs):
         tally = tallies[env_id]
@@ -121,9 +120,9 @@ def _single_step(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: list[int],
                 tally.perturbations[perturbation] += 1
 
 
-def _closed_loop(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: list[int],
-                 step_budget: int, tallies: dict[str, _Tally]) -> None:
-    active = [make_episode(env_id, seed) for env_id in env_ids for seed in seeds]
+def _closed_loop(policy_fn: PolicyFn, episodes: list[tuple[str, int]], step_budget: int,
+                 tallies: dict[str, _Tally]) -> None:
+    active = [make_episode(env_id, seed) for env_id, seed in episodes]
     for episode in active:
         tallies[episode.env_id].counts["episodes"] += 1
     for _ in range(step_budget):
@@ -146,9 +145,13 @@ def _closed_loop(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: list[int],
         tallies[episode.env_id].loop_failures["budget_exhausted"] += 1
 
 
-def evaluate_policy(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: Iterable[int],
+def evaluate_policy(policy_fn: PolicyFn, env_ids: Sequence[str],
+                    seeds: Iterable[int] | Mapping[str, Iterable[int]],
                     step_budget: int = 8) -> dict:
     """Single-step and closed-loop metrics of ``policy_fn`` (see the module docstring).
+
+    ``seeds`` are the same for every environment, or given per environment (a
+    mapping from environment id to its seeds).
 
     Returns ``{"step_budget", "seeds", "environments": {env_id: report}, "overall": report}``
     where each report has ``single_step`` and ``closed_loop`` sections; every
@@ -159,13 +162,19 @@ def evaluate_policy(policy_fn: PolicyFn, env_ids: Sequence[str], seeds: Iterable
             raise UnknownEnvironmentError(env_id)
     if step_budget < 1:
         raise ConfigError(f"step_budget must be >= 1, got {step_budget}")
-    seeds = [int(seed) for seed in seeds]
+    if isinstance(seeds, Mapping):
+        per_env = {env_id: [int(seed) for seed in seeds[env_id]] for env_id in env_ids}
+    else:
+        shared = [int(seed) for seed in seeds]
+        per_env = {env_id: shared for env_id in env_ids}
+    episodes = [(env_id, seed) for env_id in env_ids for seed in per_env[env_id]]
     tallies = {env_id: _Tally() for env_id in env_ids}
-    _single_step(policy_fn, env_ids, seeds, tallies)
-    _closed_loop(policy_fn, env_ids, seeds, step_budget, tallies)
+    _single_step(policy_fn, episodes, tallies)
+    _closed_loop(policy_fn, episodes, step_budget, tallies)
     overall = _Tally()
     for tally in tallies.values():
         overall.add(tally)
-    return {"step_budget": step_budget, "seeds": seeds,
+    return {"step_budget": step_budget,
+            "seeds": per_env if isinstance(seeds, Mapping) else shared,
             "environments": {env_id: tally.report() for env_id, tally in tallies.items()},
             "overall": overall.report()}
