@@ -356,3 +356,15 @@ def test_a_pipeline_declared_outside_the_package_runs_and_resumes(tmp_path):
     assert list(run_pipeline(changed, from_stage="total").ran) == ["total"]
     with pytest.raises(ConfigError, match="unknown stage 'dpo'; stages are make, total"):
         load_pipeline_config(path, ["stages=[make,dpo]"])
+
+
+def test_the_pipeline_seed_reaches_every_training_stage_unless_a_section_sets_its_own(tmp_path):
+    from prefalign.pipeline.minigrid.stages import dpo_config, rm_config, sft_config
+    from prefalign.pipeline.registry import get_pipeline
+
+    cfg = load_pipeline_config(overrides=[f"output_dir={tmp_path}", "seed=3",
+                                          "dpo.train.seed=7"])
+    ctx = get_pipeline("minigrid").context(cfg, cfg.run_dir)
+    assert sft_config(ctx).train.seed == 3
+    assert rm_config(ctx).train.seed == 3
+    assert dpo_config(ctx).train.seed == 7

@@ -33,9 +33,14 @@ SUBGOAL_TOKENS = 16  # room for a completion: a subgoal is at most 7 tokens plus
 
 
 def _train(section: TrainConfig, cfg: MinigridPipelineConfig) -> TrainConfig:
-    if cfg.threads is None or section.threads is not None:
-        return section
-    return section.model_copy(update={"threads": cfg.threads})
+    """A stage's training settings: the pipeline's ``seed`` (and ``threads``) unless the
+    section sets its own, so ``seed=N`` varies every stage's initialisation and order."""
+    update = {}
+    if "seed" not in section.model_fields_set:
+        update["seed"] = cfg.seed
+    if cfg.threads is not None and section.threads is None:
+        update["threads"] = cfg.threads
+    return section.model_copy(update=update) if update else section
 
 
 def _data(ctx: StageContext, train: str, held_out: str, max_length: int) -> DataConfig:
