@@ -49,7 +49,7 @@ from prefalign.losses.kl import token_kl_term
 from prefalign.losses.policy import policy_clip_loss
 from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
 from prefalign.pipeline.minigrid.episode_split import episode_split
-from prefalign.pipeline.minigrid.onpolicy import PolicySampler
+from prefalign.pipeline.minigrid.onpolicy import SubgoalSampler
 from prefalign.rollout.batch import pack_groups
 from prefalign.stages.online.model import PolicyModel
 from prefalign.stages.online.rollouts import derived_seed
@@ -188,12 +188,12 @@ class EpisodeGRPO:
 
     def run_round(self) -> dict:
         settings, index = self.settings, self.round
-        sampler = PolicySampler(self.lm, self.tokenizer, prompt_style=self.cfg.data.prompt_style,
-                                temperature=settings.temperature,
-                                max_new_tokens=settings.max_new_tokens,
-                                batch_size=settings.generation_batch_size,
-                                use_chat_template=self.cfg.use_chat_template,
-                                seed=derived_seed(self.cfg.seed, "rl", index), label="rl")
+        sampler = SubgoalSampler(
+            self.lm, self.tokenizer, prompt_style=self.cfg.data.prompt_style,
+            temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
+            batch_size=settings.generation_batch_size,
+            use_chat_template=self.cfg.use_chat_template,
+            seed=derived_seed(self.cfg.seed, "rl", index), label="rl")
         rollouts = rollout_episodes(sampler, self._episodes(index), k=1,
                                     step_budget=settings.step_budget)
         self._watch(rollouts)

@@ -36,8 +36,10 @@ from prefalign.tasks.minigrid.context import build_prompt
 from prefalign.tasks.minigrid.rollout import on_policy_pairs, rollout_episodes
 
 
-class PolicySampler:
-    """``k`` sampled subgoals per prompt from a causal LM (prompts restyled as trained)."""
+class SubgoalSampler:
+    """``k`` sampled subgoals per prompt from an already loaded causal LM (prompts restyled
+    as trained). Unlike ``stages.sampling.PolicySampler``, which loads a model by name, it
+    samples from the weights in memory, so the GRPO trainer can sample while it learns."""
 
     def __init__(self, lm, tokenizer, *, prompt_style: str, temperature: float,
                  max_new_tokens: int, batch_size: int, use_chat_template: bool, seed: int,
@@ -75,11 +77,11 @@ def run_on_policy(cfg: MinigridPipelineConfig, sft_model: Path, perturbation_pai
     pairs: list[dict] = []
     if "on_policy" in settings.sources:
         lm, tokenizer = load_model(str(sft_model), dtype=cfg.dtype)
-        sampler = PolicySampler(lm, tokenizer, prompt_style=data.prompt_style,
-                                temperature=settings.temperature,
-                                max_new_tokens=settings.max_new_tokens,
-                                batch_size=settings.batch_size,
-                                use_chat_template=cfg.use_chat_template, seed=cfg.seed)
+        sampler = SubgoalSampler(lm, tokenizer, prompt_style=data.prompt_style,
+                                 temperature=settings.temperature,
+                                 max_new_tokens=settings.max_new_tokens,
+                                 batch_size=settings.batch_size,
+                                 use_chat_template=cfg.use_chat_template, seed=cfg.seed)
         episodes = [(env_id, seed) for env_id, seeds in train.items() for seed in seeds]
         say("onpolicy", f"the SFT policy practises {len(episodes)} training episodes, "
                         f"{settings.samples} proposals per state")
