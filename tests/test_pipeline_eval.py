@@ -76,6 +76,20 @@ def test_shared_prefix_sampling_matches_unbatched_greedy(tiny):
         assert row == [expected] * 3
 
 
+def test_greedy_first_row_is_the_greedy_completion_at_any_temperature(tiny):
+    lm, tokenizer = tiny
+    prompts = ["a", "the cat sat on the mat and", "1 2 3"]
+    samples = sample_completions(lm, tokenizer, prompts, n=4, temperature=5.0,
+                                 max_new_tokens=5, batch_size=3, use_chat_template=False,
+                                 generator=torch.Generator().manual_seed(0), greedy_first=True)
+    for prompt, row in zip(prompts, samples):
+        expected = tokenizer.decode(_greedy_without_cache(lm, tokenizer, prompt, 5),
+                                    skip_special_tokens=True)
+        assert row[0] == expected
+    # at temperature 5 over a random model's vocabulary the samples are not all greedy
+    assert any(text != row[0] for row in samples for text in row[1:])
+
+
 def test_sampling_draws_from_the_softmax(tiny):
     lm, tokenizer = tiny
     generator = torch.Generator().manual_seed(0)

@@ -12,14 +12,19 @@ adapters here turn a causal LM into such a policy:
   prompt is generated once and remembered: single-step states and the
   closed-loop states that coincide with them cost one generation.
 
-Best-of-n samples n completions per state at a temperature and returns the one
-the reward model scores highest, ``argmax_i r(x, y_i)`` (ties: the earliest
-sample). With the grammar guard the reward model ranks only the candidates that
-parse in the subgoal grammar (when none does, the first sample is returned): a
-reward model scores text it never saw, such as ``reach(goal)``, unreliably, and
-such text can never pass the executor. Every state's candidates, scores and
-pick are kept (``audit``) for the reward-hacking check. Sampling shares the
-prompt's forward pass among the n samples (``sample_completions``).
+Best-of-n draws n completions per state and returns the one the reward model
+scores highest, ``argmax_i r(x, y_i)`` (ties: the earliest candidate), where r is
+the ensemble's ``mean − λ·std`` when the reward model is an ensemble. With
+``include_greedy`` (the default) the first candidate is the greedy completion
+and the other n − 1 are sampled at a temperature, so the reranker moves away
+from the greedy policy's choice only when the reward model prefers another
+candidate; without it all n are sampled. With the grammar guard the reward
+model ranks only the candidates that parse in the subgoal grammar (when none
+parses, the first candidate is returned): a reward model scores text it never
+saw, such as ``reach(goal)``, unreliably, and such text can never pass the
+executor. Every state's candidates, scores and pick are kept (``audit``) for
+the reward-hacking check. Sampling shares the prompt's forward pass among the
+n samples (``sample_completions``).
 """
 
 from __future__ import annotations
@@ -80,14 +85,17 @@ class _Progress:
 def sample_completions(lm: torch.nn.Module, tokenizer, prompts: Sequence[Any], *, n: int,
                        temperature: float, max_new_tokens: int, batch_size: int = 16,
                        use_chat_template: bool = True,
-                       generator: torch.Generator | None = None) -> list[list[str]]:
+                       generator: torch.Generator | None = None,
+                       greedy_first: bool = False) -> list[list[str]]:
     """``n`` sampled completions per prompt, the prompt computed once for all ``n``.
 
     Per batch of B left-padded prompts ``[B, T]``: one forward pass fills the
     key/value cache, which is repeated n times along the batch (``[B·n, ...]``);
     then each step samples ``y_t ~ softmax(logits_t / temperature)`` for all
     B·n rows and feeds the tokens back with positions continuing each row's own
-    count of real tokens. A row stops at the end-of-sequence token; decoding
+    count of real tokens. With ``greedy_first`` the first of each prompt's n rows
+    decodes greedily instead, ``y_t = argmax logits_t`` (the greedy completion at
+    no extra prompt cost). A row stops at the end-of-sequence token; decoding
     stops when every row has. Returns ``[len(prompts)][n]`` texts, special
     tokens removed.
     """
@@ -112,10 +120,13 @@ def sample_completions(lm: torch.nn.Module, tokenizer, prompts: Sequence[Any], *
             mask = mask.repeat_interleave(n, dim=0)
             position = positions[:, -1:].repeat_interleave(n, dim=0)
             finished = torch.zeros(mask.shape[0], dtype=torch.bool, device=device)
+            greedy_rows = torch.zeros(mask.shape[0], dtype=torch.bool)
+            greedy_rows[::n] = greedy_first
             steps: list[torch.Tensor] = []
             for _ in range(max_new_tokens):
-                probs = torch.softmax(logits.float() / temperature, dim=-1)
-                token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1)
+                probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
+                token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                token = torch.where(greedy_rows, probs.argmax(-1), token)
                 token = torch.where(finished, torch.full_like(token, pad), token.to(device))
                 steps.append(token)
                 finished |= token == eos
@@ -174,19 +185,21 @@ class GreedyPolicy:
 
 
 class BestOfNPolicy(GreedyPolicy):
-    """n samples per state at ``temperature``, the reward model's favourite returned."""
+    """n candidates per state (the greedy one and n − 1 samples at ``temperature``, or n
+    samples), the reward model's favourite returned."""
 
     def __init__(self, lm: torch.nn.Module, tokenizer, reward_model, *, n: int,
-                 temperature: float, seed: int = 0, guard: str = "grammar", **kwargs):
+                 temperature: float, seed: int = 0, guard: str = "grammar",
+                 include_greedy: bool = True, **kwargs):
         super().__init__(lm, tokenizer, **kwargs)
         if guard not in ("grammar", "none"):
             raise PrefalignError(f"unknown best-of-n guard {guard!r}; expected grammar or none")
         self.reward_model, self.n, self.temperature = reward_model, n, temperature
-        self.guard = guard
+        self.guard, self.include_greedy = guard, include_greedy
         self.audit: list[dict] = []
         self.generator = torch.Generator().manual_seed(seed)
         self.distinct_candidates = 0
-        self.changed = 0  # states where the pick differs from the first sample
+        self.changed = 0  # states where the pick differs from the first candidate
 
     def _decide(self, prompts: list[str], progress: _Progress) -> list[str]:
         picks: list[str] = []
@@ -195,7 +208,8 @@ class BestOfNPolicy(GreedyPolicy):
             samples = sample_completions(
                 self.lm, self.tokenizer, chunk, n=self.n, temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                use_chat_template=self.use_chat_template, generator=self.generator)
+                use_chat_template=self.use_chat_template, generator=self.generator,
+                greedy_first=self.include_greedy)
             picks.extend(self._rerank(chunk, [[first_line(s) for s in row] for row in samples]))
             progress.update(len(picks))
         return picks
@@ -243,6 +257,7 @@ class BestOfNPolicy(GreedyPolicy):
     def stats(self) -> dict[str, float]:
         stats = super().stats()
         stats.update(n=self.n, temperature=self.temperature, guard=self.guard,
+                     include_greedy=self.include_greedy,
                      mean_distinct_candidates=round(
                          self.distinct_candidates / max(self.generated, 1), 3),
                      reranked_states=self.changed)

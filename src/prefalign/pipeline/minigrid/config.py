@@ -191,6 +191,9 @@ class EvalStageConfig(StrictModel):
     best_of_n_guard: Literal["grammar", "none"] = Field(
         "grammar", description="'grammar': the reward model ranks only candidates that "
         "parse in the subgoal grammar (none parse: the first sample); 'none': all.")
+    best_of_n_greedy: bool = Field(
+        True, description="The greedy completion is one of the n candidates (the other "
+        "n − 1 are sampled), so the reward model reranks around the greedy policy's choice.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for best-of-n.")
 
 

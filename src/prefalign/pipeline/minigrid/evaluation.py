@@ -62,7 +62,8 @@ def _build_policy(name: str, cfg: MinigridPipelineConfig, root: Path, lm, tokeni
     reward_model = RewardModel.load(ARTIFACTS["reward_model"].location(root), dtype=cfg.dtype)
     return BestOfNPolicy(lm, tokenizer, reward_model, n=cfg.eval.best_of_n,
                          temperature=cfg.eval.temperature, seed=cfg.seed,
-                         guard=cfg.eval.best_of_n_guard, **common)
+                         guard=cfg.eval.best_of_n_guard,
+                         include_greedy=cfg.eval.best_of_n_greedy, **common)
 
 
 def perturbation_error_rate(report: dict) -> dict:

@@ -317,11 +317,14 @@ def write_pipeline_report(root: str | Path, title: str) -> Path:
               f"![error types]({errors_png.relative_to(root)})", ""]
     bon = policies.get("dpo_best_of_n", {}).get("generation")
     if bon:
+        drawn = (f"the greedy reply and {bon['n'] - 1} samples" if bon.get("include_greedy")
+                 else f"{bon['n']} samples")
         lines += ["## Best-of-n", "",
-                  f"{bon['n']} samples per state at temperature {bon['temperature']}, "
+                  f"{drawn} per state at temperature {bon['temperature']}, "
                   f"reranked by the reward model: {bon['mean_distinct_candidates']} distinct "
-                  f"candidates per state on average; the reward model's pick differed from the "
-                  f"first sample in {bon['reranked_states']} of {bon['generated']} states.", ""]
+                  f"admissible candidates per state on average; the reward model's pick "
+                  f"differed from the first candidate in {bon['reranked_states']} of "
+                  f"{bon['generated']} states.", ""]
     lines += _audit_lines(_read(root / "eval" / "rerank_audit.json"))
     lines += _practice_lines(_read(root / "onpolicy" / "summary.json"),
                              _read(root / "rl" / "rounds.json"), _read(root / "rl" / "alerts.json"))
