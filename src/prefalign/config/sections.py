@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from prefalign.config.base import StrictModel
 from prefalign.config.lora import LoraSettings
@@ -58,6 +58,9 @@ class TrainConfig(StrictModel):
         "cosine", description="Learning-rate schedule (transformers' schedulers).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (β₁, β₂), each "
+                                            "in [0, 1).")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW ε.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null for none.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision.")
     seed: int = Field(0, description="Seeds python, numpy and torch, and the data order.")
@@ -68,6 +71,13 @@ class TrainConfig(StrictModel):
     trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim"]] = Field(
         default_factory=list, description="Extra trackers besides metrics.jsonl.")
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's).")
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"each AdamW beta must be in [0, 1), got {list(betas)}")
+        return betas
 
 
 class RunConfig(StrictModel):

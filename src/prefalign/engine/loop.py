@@ -181,7 +181,8 @@ class Engine:
         if not self.params:
             raise PrefalignError("the model has no trainable parameters")
         self.steps = total_steps(algorithm, cfg)
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                      betas=cfg.adam_betas, eps=cfg.adam_eps)
         scheduler = get_scheduler(cfg.scheduler, optimizer,
                                   num_warmup_steps=int(cfg.warmup_ratio * self.steps),
                                   num_training_steps=self.steps)

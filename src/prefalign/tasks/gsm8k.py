@@ -111,10 +111,12 @@ def load_gsm8k(path: str | Path, split: str = "train") -> list[dict]:
 
 
 def looks_like_gsm8k(source: str) -> bool:
-    """True for a folder with ``train.jsonl`` or a .jsonl/.json file whose first row is GSM8K."""
+    """True for a folder with ``train.jsonl`` (or ``test.jsonl``), or a .jsonl/.json file,
+    whose first row is GSM8K."""
     path = Path(source)
     if path.is_dir():
-        return (path / "train.jsonl").is_file() or (path / "test.jsonl").is_file()
+        path = next((path / f"{s}.jsonl" for s in ("train", "test")
+                     if (path / f"{s}.jsonl").is_file()), path)
     if not path.is_file() or path.suffix.lower() not in (".jsonl", ".json"):
         return False
     rows = read_rows(path)
