@@ -12,6 +12,7 @@ import pytest
 from prefalign.errors import DataError
 from prefalign.pipeline.minigrid.data import build_minigrid_data, noisy_traces
 from prefalign.tasks.minigrid import (
+    ENVIRONMENTS,
     PERTURBATION_TYPES,
     Decision,
     build_prompt,
@@ -19,6 +20,7 @@ from prefalign.tasks.minigrid import (
     execute,
     expert_rollout,
     expert_subgoal,
+    generate_traces,
     make_episode,
     parse_subgoal,
     preference_pairs,
@@ -399,3 +401,41 @@ def test_sequence_compositions_name_the_order():
     assert any(key.startswith("after(open ") for key in keys)
     assert any(key.startswith("before(open ") for key in keys)
     assert any(key.startswith("open ") for key in keys)
+
+
+# -- the grounded guard of best-of-n ---------------------------------------------------
+
+GROUNDING_STATE = ("Mission: pick up the grey box\n"
+                   "Grid 11x6. Agent at (4,4) facing west, carrying red key.\n"
+                   "Objects: red door (5,1) open; grey box (9,4); red door (7,2) closed; "
+                   "goal (3,3).\nCompleted: none.\nNext subgoal:")
+
+
+@pytest.mark.parametrize("subgoal, expected", [
+    ("drop()", True), ("open(red door)", True), ("goto(goal)", True),
+    ("goto(grey box)", True), ("pickup(grey box)", False), ("goto(yellow box)", False),
+    ("open(blue door)", False), ("reach(goal)", False), ("", False),
+])
+def test_grounded_reads_objects_doors_and_hands_from_the_state_text(subgoal, expected):
+    from prefalign.tasks.minigrid.grounding import grounded
+
+    assert grounded(subgoal, GROUNDING_STATE) is expected
+
+
+def test_grounded_refuses_a_drop_with_empty_hands_and_an_open_door_to_open():
+    from prefalign.tasks.minigrid.grounding import grounded
+
+    state = GROUNDING_STATE.replace("carrying red key", "carrying nothing").replace(
+        "red door (7,2) closed", "blue door (7,2) open")
+    assert not grounded("drop()", state)
+    assert not grounded("open(red door)", state) and not grounded("open(blue door)", state)
+    assert grounded("pickup(grey box)", state) and not grounded("goto(goal)", state.replace(
+        "; goal (3,3)", ""))
+
+
+def test_every_expert_subgoal_is_grounded():
+    from prefalign.tasks.minigrid.grounding import grounded
+
+    traces = generate_traces(list(ENVIRONMENTS), range(12))
+    assert traces
+    assert all(grounded(t["expert_subgoal"], t["context"]) for t in traces)

@@ -299,3 +299,54 @@ def test_the_pipeline_runs_every_stage_on_a_tiny_model(tmp_path, tiny_model_dir)
     assert "C with another question's draft" in report and "majority class" in report
     assert (root / "figures" / "accuracy.png").is_file()
     assert len(list((root / "dpo").glob("phase-*"))) == 3
+
+
+# -- clarifying questions by a pairwise judge -------------------------------------------
+
+class _PrefersFewerQuestions:
+    """A pairwise judge that prefers the list with fewer question marks, in both orders."""
+
+    name = "fewer"
+
+    def compare(self, prompts, responses_a, responses_b):
+        from prefalign.judges.base import PairwiseVerdict
+
+        verdicts = []
+        for a, b in zip(responses_a, responses_b):
+            p = 0.5 if a.count("?") == b.count("?") else float(a.count("?") < b.count("?"))
+            verdicts.append(PairwiseVerdict.from_orders(p, p))
+        return verdicts
+
+
+def test_question_quality_compares_only_replies_that_state_sub_questions(monkeypatch):
+    from prefalign.judges import base
+    from prefalign.pipeline.strategyqa.question_quality import compare_questions, sub_questions
+
+    monkeypatch.setitem(base.JUDGE_KINDS, "fewer", lambda argument, **_: _PrefersFewerQuestions())
+    assert sub_questions("Sub-questions: A? B?\nFacts: x") == "A? B?"
+    assert sub_questions("The answer is no.") is None
+    phase_c = ["Sub-questions: A?\nSo the answer is no.", "Sub-questions: A? B? C?",
+               "no sub-questions here", "Sub-questions: A? B?"]
+    phase_b = ["Sub-questions: A? B?", "Sub-questions: A?", "Sub-questions: A?",
+               "Sub-questions: C? D?"]
+    result = compare_questions("fewer:x", ["q1", "q2", "q3", "q4"], phase_c, phase_b)
+    assert result["compared"] == 3 and result["questions"] == 4
+    assert (result["c_wins"], result["b_wins"], result["ties"]) == (1, 1, 1)
+    assert result["win_rate"] == pytest.approx(0.5)
+    assert result["position_flips"] == 0.0
+
+
+def test_a_strategyqa_folder_is_read_by_the_strategyqa_task_not_gsm8k(tmp_path):
+    from prefalign.tasks.sources import load_source, source_task
+
+    folder = tmp_path / "sqa"
+    write_rows(folder / "train.jsonl", [question(i, i % 2 == 0) for i in range(4)])
+    write_rows(folder / "dev.jsonl", [question(9, True)])
+    gsm = write_rows(tmp_path / "gsm" / "train.jsonl",
+                     [{"question": "1+1?", "answer": "1+1=2\n#### 2"}]).parent
+    assert source_task(str(folder)).name == "strategyqa"
+    assert source_task(str(gsm)).name == "gsm8k"
+    records = load_source(f"strategyqa:path={folder}&split=train&style=answer", "sft")
+    assert [r["completion"] for r in records] == [" yes", " no", " yes", " no"]
+    prompts = load_source(str(folder), "prompt")
+    assert len(prompts) == 1 and prompts[0]["answer"] is True

@@ -19,10 +19,13 @@ the ensemble's ``mean − λ·std`` when the reward model is an ensemble. With
 and the other n − 1 are sampled at a temperature, so the reranker moves away
 from the greedy policy's choice only when the reward model prefers another
 candidate; without it all n are sampled. With the grammar guard the reward
-model ranks only the candidates that parse in the subgoal grammar (when none
-parses, the first candidate is returned): a reward model scores text it never
-saw, such as ``reach(goal)``, unreliably, and such text can never pass the
-executor. Every state's candidates, scores and pick are kept (``audit``) for
+model ranks only the candidates that parse in the subgoal grammar; with the
+grounded guard, only those that also refer to the state the prompt describes
+(``prefalign.tasks.minigrid.grounding``: a listed object, a door not yet open,
+``drop()`` only while carrying); when none qualifies, the first candidate is
+returned. A reward model scores text it never saw, such as ``reach(goal)`` or a
+``goto(goal)`` in a room without a goal, unreliably, and such text can never pass
+the executor. Every state's candidates, scores and pick are kept (``audit``) for
 the reward-hacking check. Sampling shares the prompt's forward pass among the
 n samples (``sample_completions``).
 """
@@ -41,10 +44,12 @@ from prefalign.eval.generate import generate
 from prefalign.log import say
 from prefalign.tasks.minigrid import INSTRUCTION
 from prefalign.tasks.minigrid.grammar import SubgoalParseError, parse_subgoal
+from prefalign.tasks.minigrid.grounding import grounded
 
 COMPACT_INSTRUCTION = ("Reply with one subgoal: goto(colour type), goto(goal), "
                        "pickup(colour type), open(colour door) or drop().")
 PROMPT_STYLES = ("compact", "full")
+GUARDS = ("grounded", "grammar", "none")
 
 
 def restyle_prompt(prompt: str, style: str) -> str:
@@ -192,8 +197,9 @@ class BestOfNPolicy(GreedyPolicy):
                  temperature: float, seed: int = 0, guard: str = "grammar",
                  include_greedy: bool = True, **kwargs):
         super().__init__(lm, tokenizer, **kwargs)
-        if guard not in ("grammar", "none"):
-            raise PrefalignError(f"unknown best-of-n guard {guard!r}; expected grammar or none")
+        if guard not in GUARDS:
+            raise PrefalignError(f"unknown best-of-n guard {guard!r}; expected one of "
+                                 f"{', '.join(GUARDS)}")
         self.reward_model, self.n, self.temperature = reward_model, n, temperature
         self.guard, self.include_greedy = guard, include_greedy
         self.audit: list[dict] = []
@@ -214,11 +220,13 @@ class BestOfNPolicy(GreedyPolicy):
             progress.update(len(picks))
         return picks
 
-    def _admissible(self, text: str) -> bool:
+    def _admissible(self, text: str, prompt: str) -> bool:
         if not text:
             return False
         if self.guard == "none":
             return True
+        if self.guard == "grounded":
+            return grounded(text, prompt)
         try:
             parse_subgoal(text)
         except SubgoalParseError:
@@ -242,7 +250,7 @@ class BestOfNPolicy(GreedyPolicy):
             row_scores = penalised[offset:offset + len(options)] if options else []
             row_members = members[:, offset:offset + len(options)] if options else None
             offset += len(options)
-            allowed = [i for i, text in enumerate(options) if self._admissible(text)]
+            allowed = [i for i, text in enumerate(options) if self._admissible(text, prompt)]
             self.distinct_candidates += len(allowed)
             if not allowed:
                 picks.append(row[0])

@@ -188,9 +188,11 @@ class EvalStageConfig(StrictModel):
     max_new_tokens: int = Field(12, gt=0, description="Generated tokens per subgoal.")
     batch_size: int = Field(32, gt=0, description="Prompts per generation batch.")
     best_of_n: int = Field(4, gt=1, description="Samples per state for best-of-n.")
-    best_of_n_guard: Literal["grammar", "none"] = Field(
-        "grammar", description="'grammar': the reward model ranks only candidates that "
-        "parse in the subgoal grammar (none parse: the first sample); 'none': all.")
+    best_of_n_guard: Literal["grounded", "grammar", "none"] = Field(
+        "grounded", description="'grounded': the reward model ranks only candidates that "
+        "parse and refer to the state's listed objects (no open door opened, no drop with "
+        "empty hands); 'grammar': those that parse; 'none': all. None qualifies: the first "
+        "candidate.")
     best_of_n_greedy: bool = Field(
         True, description="The greedy completion is one of the n candidates (the other "
         "n − 1 are sampled), so the reward model reranks around the greedy policy's choice.")

@@ -80,6 +80,9 @@ class EvalStageConfig(StrictModel):
     max_new_tokens: int = Field(72, gt=0, description="Tokens per reasoning reply.")
     answer_tokens: int = Field(3, gt=0, description="Tokens per Phase-A reply.")
     batch_size: int = Field(32, gt=0, description="Questions per generation batch.")
+    question_judge: str | None = Field(
+        None, description="A pairwise judge (lm:MODEL, http:URL) that compares the "
+        "clarifying sub-questions of Phase C's replies with Phase B's drafts; null: none.")
 
 
 class AttributionStageConfig(StrictModel):

@@ -15,7 +15,9 @@ Every reply is read by the yes/no verifier; a reply that commits to neither
 counts as wrong. Accuracies carry 95% Wilson intervals and sit beside the
 majority-class baseline. Phase C's accuracy is also split by whether the draft
 was right, with how often C's answer agrees with its draft, and by the question's
-first word, so a miss can be explained. Replies are kept
+first word, so a miss can be explained. With ``eval.question_judge`` a pairwise
+judge compares Phase C's clarifying questions with Phase B's
+(``question_quality``). Replies are kept
 (``eval/<row>_replies.jsonl``) and generation resumes after a kill.
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 from prefalign.engine.rundir import atomic_write_json
 from prefalign.pipeline.strategyqa.config import StrategyQAPipelineConfig
 from prefalign.pipeline.strategyqa.drafts import accuracy, read_records
-from prefalign.pipeline.strategyqa.generation import generate_to_file
+from prefalign.pipeline.strategyqa.generation import generate_to_file, read_replies
 from prefalign.tasks.strategyqa import derangement, draft_prompt, read_yes_no
 from prefalign.tasks.strategyqa.formats import answer_prompt, reasoning_prompt
 
@@ -71,7 +73,9 @@ def _score(records: list[dict], replies: list[str]) -> dict:
     answers = [read_yes_no(text) for text in replies]
     return {**accuracy(sum(a == r["answer"] for a, r in zip(answers, records)), len(records)),
             "no_answer": sum(a is None for a in answers),
-            "says_yes": sum(a is True for a in answers), "answers": answers}
+            "says_yes": sum(a is True for a in answers),
+            "mean_words": sum(len(text.split()) for text in replies) / max(len(replies), 1),
+            "answers": answers}
 
 
 def run_evaluation(cfg: StrategyQAPipelineConfig, root: Path, models: dict[str, Path]) -> dict:
@@ -101,5 +105,12 @@ def run_evaluation(cfg: StrategyQAPipelineConfig, root: Path, models: dict[str, 
                "breakdown": {row: breakdown(records, results[row]["answers"])
                              for row in ("C", "C_no_draft", "C_shuffled")},
                "questions": len(records)}
+    if cfg.eval.question_judge:
+        from prefalign.pipeline.strategyqa.question_quality import compare_questions
+
+        replies = read_replies(out_dir / "C_replies.jsonl")
+        summary["question_quality"] = compare_questions(
+            cfg.eval.question_judge, [r["question"] for r in records],
+            [replies[i] for i in ids], [r["draft"] for r in records])
     atomic_write_json(out_dir / "summary.json", summary)
     return {row: round(summary["rows"][row]["rate"], 4) for row in ROWS}

@@ -118,11 +118,13 @@ def write_strategyqa_report(root: Path) -> Path:
              f"{evaluation['questions']} evaluation questions, none of whose content occurs "
              f"in training. Questions per set: " + ", ".join(
                  f"{k} {v}" for k, v in data["counts"].items()) + ".", "",
-             "| row | dev accuracy [95% Wilson] | no answer | says yes |", "|---|---|---|---|",
-             f"| majority class ('{majority['answer']}') | {_cell(majority)} | | |"]
+             "| row | dev accuracy [95% Wilson] | no answer | says yes | words per reply |",
+             "|---|---|---|---|---|",
+             f"| majority class ('{majority['answer']}') | {_cell(majority)} | | | |"]
     for name, label in LABELS.items():
         row = rows[name]
-        lines.append(f"| {label} | {_cell(row)} | {row['no_answer']} | {row['says_yes']} |")
+        lines.append(f"| {label} | {_cell(row)} | {row['no_answer']} | {row['says_yes']} | "
+                     f"{row['mean_words']:.1f} |")
     lines += ["", "![accuracy](figures/accuracy.png)", "", "## The recipe's targets", "",
               "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in targets(rows, attribution)]
@@ -143,6 +145,21 @@ def write_strategyqa_report(root: Path) -> Path:
               "|---|---|"]
     lines += [f"| {w} | {_cell(v)} |" for w, v in evaluation["breakdown"]["C"]["by_first_word"]
               .items()]
+    quality = evaluation.get("question_quality")
+    if quality:
+        lines += ["", "## Clarifying questions: Phase C against Phase B", ""]
+        if quality.get("compared"):
+            low, high = quality["decided_ci95"]
+            lines.append(
+                f"Judge {quality['judge']} on the {quality['compared']} of "
+                f"{quality['questions']} questions where both state sub-questions, both orders: "
+                f"C preferred {quality['c_wins']}, B {quality['b_wins']}, ties {quality['ties']}; "
+                f"win rate of C {quality['win_rate']:.3f} (ties ½); among decided comparisons "
+                f"[{low:.3f}, {high:.3f}]; the verdict flips with the order in "
+                f"{100 * quality['position_flips']:.0f}% of comparisons.")
+        else:
+            lines.append(f"No question where both Phase B and Phase C state sub-questions "
+                         f"(judge {quality['judge']}).")
     if attribution.get("examples"):
         _attribution_figure(attribution, figures / "attribution.png")
         lines += ["", "## Attribution on the draft", "",
