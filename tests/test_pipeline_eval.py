@@ -220,7 +220,10 @@ def test_checks_state_each_comparison():
     assert "closed-loop success sft < rl: **holds**" in lines[2]
     assert "intervals do not overlap" in lines[2]
     assert "closed-loop success dpo <= dpo_best_of_n: **does not hold**" in lines[3]
-    assert "perturbation-type error rate dpo < sft: **holds**" in lines[4]
+    assert "dpo_best_of_n not worse than greedy dpo" in lines[4] and "**holds**" in lines[4]
+    assert "perturbation-type error rate dpo < sft: **holds**" in lines[5]
+    much_worse = dict(policies, dpo_best_of_n=_report((20, 100), (12, 100)))
+    assert "**does not hold** (0.200 vs 0.450)" in checks(much_worse)[4]
     policies = {name: policies[name] for name in ("base", "sft", "dpo")}
     worse = dict(policies, dpo=_report((30, 100), (35, 100)))
     assert all("does not hold" in line for line in checks(worse)[1:])

@@ -77,6 +77,14 @@ def checks(policies: dict[str, dict]) -> list[str]:
              for a, b, rel in (("base", "sft", "<"), ("sft", "dpo", "<"), ("sft", "rl", "<"),
                                ("dpo", "dpo_best_of_n", "<="))
              if a in overall and b in overall]
+    if "dpo" in overall and "dpo_best_of_n" in overall:
+        greedy = overall["dpo"]["closed_loop_success"]
+        reranked = overall["dpo_best_of_n"]["closed_loop_success"]
+        worse = reranked["ci95"][1] < greedy["ci95"][0]
+        lines.append(f"- closed-loop success of dpo_best_of_n not worse than greedy dpo (its "
+                     f"interval does not lie below greedy's): "
+                     f"**{'does not hold' if worse else 'holds'}** "
+                     f"({reranked['rate']:.3f} vs {greedy['rate']:.3f})")
     if "sft" in overall and "dpo" in overall:
         lines.append(_statement("perturbation-type error rate dpo < sft",
                                 overall["dpo"]["perturbation_errors"],
