@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefalign.config.pipeline import PipelineConfig
+from prefalign.config.sections import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,15 @@ class Pipeline:
 
     def context(self, cfg: PipelineConfig, root: Path) -> StageContext:
         return StageContext(cfg, root, {a.name: a for a in self.artifacts})
+
+
+def stage_train_config(section: TrainConfig, cfg: PipelineConfig) -> TrainConfig:
+    """A stage's training settings: the pipeline's ``seed`` (and ``threads``) unless the
+    section sets its own, so ``seed=N`` varies every stage's initialisation and order."""
+    update = {}
+    if "seed" not in section.model_fields_set:
+        update["seed"] = cfg.seed
+    if cfg.threads is not None and section.threads is None:
+        update["threads"] = cfg.threads
+    return section.model_copy(update=update) if update else section
+

@@ -73,3 +73,23 @@ class Task:
             raise ValueError(f"task name must be an identifier, got {self.name!r}")
         if not self.makers:
             raise ValueError(f"task {self.name!r} has no record makers")
+
+
+def first_row_matches(source: str, splits: tuple[str, ...],
+                      predicate: Callable[[dict], bool]) -> bool:
+    """True when ``source`` — a .jsonl/.json file, or a folder holding ``<split>.jsonl``
+    for the first of ``splits`` present — has a first row that satisfies ``predicate``
+    (how a task that reads files says which sources are its own)."""
+    from pathlib import Path
+
+    from prefalign.data.load import read_rows
+
+    path = Path(source)
+    if path.is_dir():
+        path = next((path / f"{s}.jsonl" for s in splits if (path / f"{s}.jsonl").is_file()),
+                    path)
+    if not path.is_file() or path.suffix.lower() not in (".jsonl", ".json"):
+        return False
+    rows = read_rows(path)
+    return bool(rows) and predicate(rows[0][1])
+

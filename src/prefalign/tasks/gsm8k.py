@@ -27,7 +27,7 @@ from pathlib import Path
 
 from prefalign.data.load import read_rows
 from prefalign.errors import DataError
-from prefalign.tasks.base import Task
+from prefalign.tasks.base import Task, first_row_matches
 from prefalign.tasks.registry import register_task
 
 FINAL_MARKER = "####"
@@ -113,14 +113,7 @@ def load_gsm8k(path: str | Path, split: str = "train") -> list[dict]:
 def looks_like_gsm8k(source: str) -> bool:
     """True for a folder with ``train.jsonl`` (or ``test.jsonl``), or a .jsonl/.json file,
     whose first row is GSM8K."""
-    path = Path(source)
-    if path.is_dir():
-        path = next((path / f"{s}.jsonl" for s in ("train", "test")
-                     if (path / f"{s}.jsonl").is_file()), path)
-    if not path.is_file() or path.suffix.lower() not in (".jsonl", ".json"):
-        return False
-    rows = read_rows(path)
-    return bool(rows) and is_gsm8k_row(rows[0][1])
+    return first_row_matches(source, ("train", "test"), is_gsm8k_row)
 
 
 def content_key(record: dict) -> str:

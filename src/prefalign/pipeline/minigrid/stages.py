@@ -20,27 +20,15 @@ from prefalign.config import (
     PreferenceConfig,
     RewardConfig,
     SFTConfig,
-    TrainConfig,
 )
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.rundir import atomic_write_json
-from prefalign.pipeline.base import Pipeline, Stage, StageContext
+from prefalign.pipeline.base import Pipeline, Stage, StageContext, stage_train_config
 from prefalign.pipeline.minigrid.artifacts import ARTIFACTS, POLICY_INPUTS
 from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
 from prefalign.pipeline.registry import register_pipeline
 
 SUBGOAL_TOKENS = 16  # room for a completion: a subgoal is at most 7 tokens plus end of sequence
-
-
-def _train(section: TrainConfig, cfg: MinigridPipelineConfig) -> TrainConfig:
-    """A stage's training settings: the pipeline's ``seed`` (and ``threads``) unless the
-    section sets its own, so ``seed=N`` varies every stage's initialisation and order."""
-    update = {}
-    if "seed" not in section.model_fields_set:
-        update["seed"] = cfg.seed
-    if cfg.threads is not None and section.threads is None:
-        update["threads"] = cfg.threads
-    return section.model_copy(update=update) if update else section
 
 
 def _data(ctx: StageContext, train: str, held_out: str, max_length: int) -> DataConfig:
@@ -63,7 +51,7 @@ def sft_config(ctx: StageContext) -> SFTConfig:
     return SFTConfig(name="sft", output_dir=str(ctx.root),
                      model=ModelConfig(name=cfg.model, dtype=cfg.dtype, lora=cfg.sft.lora),
                      data=_data(ctx, "sft_data", "sft_validation", cfg.sft.max_length),
-                     train=_train(cfg.sft.train, cfg))
+                     train=stage_train_config(cfg.sft.train, cfg))
 
 
 def dpo_config(ctx: StageContext) -> PreferenceConfig:
@@ -73,7 +61,7 @@ def dpo_config(ctx: StageContext) -> PreferenceConfig:
                                               lora=cfg.dpo.lora),
                             data=_data(ctx, "policy_pairs", "pairs_validation",
                                        cfg.dpo.max_length),
-                            train=_train(cfg.dpo.train, cfg), loss=cfg.dpo.loss,
+                            train=stage_train_config(cfg.dpo.train, cfg), loss=cfg.dpo.loss,
                             reference=cfg.dpo.reference)
 
 
@@ -85,7 +73,7 @@ def rm_config(ctx: StageContext, pairs: str = "policy_pairs", name: str = "rm") 
                         model=ModelConfig(name=str(ctx.path("dpo_model")), dtype=cfg.dtype,
                                           lora=cfg.rm.lora),
                         data=_data(ctx, pairs, "pairs_validation", cfg.rm.max_length),
-                        train=_train(cfg.rm.train, cfg), tuning=cfg.rm.tuning,
+                        train=stage_train_config(cfg.rm.train, cfg), tuning=cfg.rm.tuning,
                         objective="pairwise", loss=cfg.rm.loss, ensemble=cfg.rm.ensemble,
                         feature_batch_size=cfg.rm.feature_batch_size)
 

@@ -12,26 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefalign.config import DataConfig, ModelConfig, PreferenceConfig, SFTConfig, TrainConfig
+from prefalign.config import DataConfig, ModelConfig, PreferenceConfig, SFTConfig
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.rundir import atomic_write_json
-from prefalign.pipeline.base import Pipeline, Stage, StageContext
+from prefalign.pipeline.base import Pipeline, Stage, StageContext, stage_train_config
 from prefalign.pipeline.registry import register_pipeline
 from prefalign.pipeline.strategyqa.artifacts import ARTIFACTS
 from prefalign.pipeline.strategyqa.config import StrategyQAPipelineConfig
 
 REPLY_TOKENS = 96  # room for a reply: a rationale is 59 tokens on average (95%: 83)
-
-
-def _train(section: TrainConfig, cfg: StrategyQAPipelineConfig) -> TrainConfig:
-    """A stage's training settings with the pipeline's ``seed`` and ``threads`` unless the
-    section sets its own."""
-    update = {}
-    if "seed" not in section.model_fields_set:
-        update["seed"] = cfg.seed
-    if cfg.threads is not None and section.threads is None:
-        update["threads"] = cfg.threads
-    return section.model_copy(update=update) if update else section
 
 
 def _data(ctx: StageContext, train: str, held_out: str, max_length: int) -> DataConfig:
@@ -55,7 +44,7 @@ def sft_config(ctx: StageContext, phase: str) -> SFTConfig:
                                        qlora=section.qlora),
                      data=_data(ctx, f"{phase}_train", f"{phase}_validation",
                                 section.max_length),
-                     train=_train(section.train, cfg))
+                     train=stage_train_config(section.train, cfg))
 
 
 def dpo_config(ctx: StageContext) -> PreferenceConfig:
@@ -64,7 +53,7 @@ def dpo_config(ctx: StageContext) -> PreferenceConfig:
                             model=ModelConfig(name=str(ctx.path("reasoning_model")),
                                               dtype=cfg.dtype, lora=cfg.dpo.lora),
                             data=_data(ctx, "pairs", "pairs_validation", cfg.dpo.max_length),
-                            train=_train(cfg.dpo.train, cfg), loss=cfg.dpo.loss,
+                            train=stage_train_config(cfg.dpo.train, cfg), loss=cfg.dpo.loss,
                             phases=cfg.dpo.phases, reference=cfg.dpo.reference)
 
 

@@ -2,11 +2,12 @@
 
 A subgoal is grounded when it parses and refers to the observation: ``drop()``
 only while carrying something; ``goto``/``pickup``/``open`` only of an object
-listed under ``Objects:`` (``goto(goal)`` only when a goal is listed);
-``open`` only of a door that is not already open (one of that colour, when several); ``pickup`` only with empty
-hands. Nothing is executed: the check reads the same text the policy read, so a
-reranker that uses it (best-of-n's ``grounded`` guard) stays a text-only policy,
-while a reward model that never saw such candidates cannot promote one.
+listed under ``Objects:`` (``goto(goal)`` only when a goal is listed); ``open``
+only of a door that is not already open (one of that colour, when several);
+``pickup`` only with empty hands. Nothing is executed: the check reads the same
+text the policy read, so a reranker that uses it (best-of-n's ``grounded``
+guard) stays a text-only policy, while a reward model that never saw such
+candidates cannot promote one.
 """
 
 from __future__ import annotations

@@ -14,11 +14,8 @@ the ``strategyqa`` pipeline (``configs/strategyqa.yaml``).
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from prefalign.data.load import read_rows
 from prefalign.errors import ConfigError
-from prefalign.tasks.base import Task
+from prefalign.tasks.base import Task, first_row_matches
 from prefalign.tasks.registry import register_task
 from prefalign.tasks.strategyqa.answers import answer_word, strategyqa_verifier
 from prefalign.tasks.strategyqa.data import content_key, load_strategyqa
@@ -61,18 +58,15 @@ def prompt_records(path: str = "", split: str = "dev", style: str = "reasoning")
              "question": r["question"]} for r in load_strategyqa(path, split)]
 
 
+def is_strategyqa_row(row: dict) -> bool:
+    """A raw StrategyQA row: a ``question`` and a boolean ``answer``."""
+    return isinstance(row.get("question"), str) and isinstance(row.get("answer"), bool)
+
+
 def looks_like_strategyqa(source: str) -> bool:
     """A folder with ``train.jsonl`` or ``dev.jsonl``, or a .jsonl/.json file, whose first
-    row has a ``question`` and a boolean ``answer``."""
-    path = Path(source)
-    if path.is_dir():
-        path = next((path / f"{s}.jsonl" for s in ("train", "dev")
-                     if (path / f"{s}.jsonl").is_file()), path)
-    if not path.is_file() or path.suffix.lower() not in (".jsonl", ".json"):
-        return False
-    rows = read_rows(path)
-    return bool(rows) and isinstance(rows[0][1].get("question"), str) \
-        and isinstance(rows[0][1].get("answer"), bool)
+    row is StrategyQA."""
+    return first_row_matches(source, ("train", "dev"), is_strategyqa_row)
 
 
 def _content_key(record: dict) -> str:
