@@ -43,7 +43,7 @@ from prefalign.errors import PrefalignError
 from prefalign.eval.generate import generate
 from prefalign.log import say
 from prefalign.tasks.minigrid import INSTRUCTION
-from prefalign.tasks.minigrid.grammar import SubgoalParseError, parse_subgoal
+from prefalign.tasks.minigrid.grammar import parses
 from prefalign.tasks.minigrid.grounding import grounded
 
 COMPACT_INSTRUCTION = ("Reply with one subgoal: goto(colour type), goto(goal), "
@@ -227,11 +227,7 @@ class BestOfNPolicy(GreedyPolicy):
             return True
         if self.guard == "grounded":
             return grounded(text, prompt)
-        try:
-            parse_subgoal(text)
-        except SubgoalParseError:
-            return False
-        return True
+        return parses(text)
 
     def _rerank(self, prompts: list[str], candidates: list[list[str]]) -> list[str]:
         """The highest-scoring distinct admissible candidate of each prompt (empty texts

@@ -27,7 +27,7 @@ from prefalign.pipeline.minigrid.artifacts import ARTIFACTS
 from prefalign.pipeline.minigrid.config import MinigridPipelineConfig
 from prefalign.pipeline.minigrid.episode_split import episode_split
 from prefalign.tasks.minigrid import evaluate_policy, proportion
-from prefalign.tasks.minigrid.grammar import SubgoalParseError, parse_subgoal
+from prefalign.tasks.minigrid.grammar import parses
 
 CANDIDATES_FILE = "dpo_best_of_n_candidates.json"
 AUDIT_STATES = 200  # states audited (the first ones evaluated: single-step states, in order)
@@ -86,14 +86,6 @@ def headline(result: dict) -> dict:
             "environments": {env: numbers(rep) for env, rep in result["environments"].items()}}
 
 
-def _admissible(text: str) -> bool:
-    try:
-        parse_subgoal(text)
-    except SubgoalParseError:
-        return False
-    return True
-
-
 def audit_best_of_n(cfg: MinigridPipelineConfig, root: Path) -> dict:
     """Hacking signals of best-of-n (``prefalign.eval.rerank_audit``) on the first
     ``AUDIT_STATES`` states, for the pipeline's reward model, whose scores were kept with
@@ -104,7 +96,7 @@ def audit_best_of_n(cfg: MinigridPipelineConfig, root: Path) -> dict:
     states = json.loads((root / "eval" / CANDIDATES_FILE).read_text())[:AUDIT_STATES]
     candidates = [state["candidates"] for state in states]
     audits = {"pipeline reward model": audit_rerank(
-        candidates, [torch.tensor(state["members"]) for state in states], _admissible)}
+        candidates, [torch.tensor(state["members"]) for state in states], parses)}
     baseline = RewardModel.load(ARTIFACTS["perturbation_reward_model"].location(root),
                                 dtype=cfg.dtype)
     prompts = [state["prompt"] for state in states for _ in state["candidates"]]
@@ -114,7 +106,7 @@ def audit_best_of_n(cfg: MinigridPipelineConfig, root: Path) -> dict:
     for state in states:
         members.append(scores[:, offset:offset + len(state["candidates"])])
         offset += len(state["candidates"])
-    audits["perturbation-only reward model"] = audit_rerank(candidates, members, _admissible)
+    audits["perturbation-only reward model"] = audit_rerank(candidates, members, parses)
     for name, audit in audits.items():
         for alert in audit["alerts"]:
             say("eval", f"hacking alert ({name}): {alert['message']}")

@@ -119,3 +119,13 @@ def parse_subgoal(text: str) -> Subgoal:
     if verb == "open" and target_type != "door":
         raise SubgoalParseError(text, f"open takes a door, not a {target_type}")
     return Subgoal(verb, colour, target_type)
+
+
+def parses(text: str) -> bool:
+    """True when ``text`` is a subgoal of the grammar (``parse_subgoal`` accepts it)."""
+    try:
+        parse_subgoal(text)
+    except SubgoalParseError:
+        return False
+    return True
+
