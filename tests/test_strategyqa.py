@@ -299,6 +299,18 @@ def test_the_pipeline_runs_every_stage_on_a_tiny_model(tmp_path, tiny_model_dir)
     assert "C with another question's draft" in report and "majority class" in report
     assert (root / "figures" / "accuracy.png").is_file()
     assert len(list((root / "dpo").glob("phase-*"))) == 3
+    # the self-guided loop: the Phase-C model's own drafts make the new pairs
+    redrafts = read_replies(root / "self_guided" / "drafts" / "generated.jsonl")
+    rebuilt = [json.loads(line) for line in
+               (root / "self_guided" / "drafts" / "pairs_train.jsonl").open()]
+    assert len(rebuilt) == 8
+    for pair in rebuilt:
+        draft = redrafts[pair["metadata"]["qid"]]
+        assert DRAFT_SEPARATOR + " ".join(draft.split()) + "\n" in pair["prompt"]
+        assert read_yes_no(pair["rejected"]) is (not pair["metadata"]["answer"])
+    self_guided = json.loads((root / "self_guided" / "summary.json").read_text())
+    assert {row["n"] for row in self_guided["rows"].values()} == {10}
+    assert (root / "self_guided" / "final").is_dir() and "## The self-guided loop" in report
 
 
 # -- clarifying questions by a pairwise judge -------------------------------------------

@@ -31,5 +31,13 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("evaluation", "eval/summary.json", "eval", "dev accuracies"),
     Artifact("attribution", "attribution/summary.json", "attribution",
              "attribution mass on the draft"),
+    Artifact("self_guided_pairs", "self_guided/drafts/pairs_train.jsonl", "self_guided",
+             "pairs rebuilt from the Phase-C model's drafts"),
+    Artifact("self_guided_pairs_validation", "self_guided/drafts/pairs_validation.jsonl",
+             "self_guided", "validation pairs rebuilt from the Phase-C model's drafts"),
+    Artifact("self_guided_model", "self_guided/final", "self_guided",
+             "the adapter after the self-guided epoch"),
+    Artifact("self_guided_summary", "self_guided/summary.json", "self_guided",
+             "the self-guided loop's drafts and dev accuracy"),
     Artifact("report", "report.md", "report", "the report"),
 )}

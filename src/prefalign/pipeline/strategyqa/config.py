@@ -21,7 +21,7 @@ from prefalign.config.preference import LossConfig, PhaseConfig, ReferenceConfig
 from prefalign.config.sections import TrainConfig
 
 STAGE_ORDER: tuple[str, ...] = ("data", "answer_sft", "reasoning_sft", "drafts", "dpo",
-                                "eval", "attribution", "report")
+                                "eval", "attribution", "self_guided", "report")
 
 
 class StrategyQADataConfig(StrictModel):
@@ -95,7 +95,7 @@ class AttributionStageConfig(StrictModel):
 class StrategyQAPipelineConfig(PipelineConfig):
     """Phase A (answer SFT) and Phase B (reasoning SFT) → the Phase-B model drafts → Phase C
     (draft-conditioned DPO) → dev accuracy with the no-draft and shuffled-draft ablations →
-    attribution on the draft → report."""
+    attribution on the draft → the optional self-guided loop → report."""
 
     STAGE_ORDER: ClassVar[tuple[str, ...]] = STAGE_ORDER
 
@@ -108,3 +108,8 @@ class StrategyQAPipelineConfig(PipelineConfig):
     dpo: DPOPhaseConfig = Field(default_factory=DPOPhaseConfig)
     eval: EvalStageConfig = Field(default_factory=EvalStageConfig)
     attribution: AttributionStageConfig = Field(default_factory=AttributionStageConfig)
+    self_guided: PhaseConfig = Field(
+        default_factory=lambda: PhaseConfig(epochs=1, loss={"name": "drdpo", "beta": 0.1},
+                                            filter_noisy=0.15),
+        description="The self-guided loop's DPO phase (stage 'self_guided': the Phase-C "
+        "model redrafts, the pairs are rebuilt, one more epoch from its weights).")

@@ -87,25 +87,47 @@ def _attribution_figure(attribution: dict, path: Path, shown: int = 3) -> None:
     plt.close(fig)
 
 
-def _curves(root: Path, figures: Path) -> list[tuple[str, Path]]:
+def _curves(root: Path, figures: Path, self_guided: bool) -> list[tuple[str, Path]]:
     runs = [("Phase A", root / "answer_sft"), ("Phase B", root / "reasoning_sft")]
     runs += [(f"Phase C, schedule phase {p.name.split('-')[-1]}", p)
              for p in sorted((root / "dpo").glob("phase-*"))]
     if not runs[2:]:
         runs.append(("Phase C", root / "dpo"))
+    if self_guided:
+        runs += [("self-guided epoch", p) for p in sorted((root / "self_guided").glob("phase-*"))]
     drawn = []
     for label, run in runs:
         metrics = run / "metrics.jsonl"
         if metrics.is_file():
-            out = plot_training_curves(metrics, figures / f"curve-{run.name}.png",
+            name = run.relative_to(root).as_posix().replace("/", "-")
+            out = plot_training_curves(metrics, figures / f"curve-{name}.png",
                                        keys=("loss", "rewards/accuracy"))
             if out is not None:
                 drawn.append((label, out))
     return drawn
 
 
-def write_strategyqa_report(root: Path) -> Path:
-    """Write ``root/report.md`` and ``root/figures``; return the report's path."""
+def _self_guided_section(summary: dict) -> list[str]:
+    lines = ["", "## The self-guided loop", "",
+             "The Phase-C model redrafted the Phase-C questions (the question alone), the "
+             "pairs were rebuilt by the same flip rule, and one more DPO epoch ran from the "
+             f"Phase-C weights ({summary['steps']} steps).", "",
+             "| redrafts on | accuracy | no answer | says yes |", "|---|---|---|---|"]
+    lines += [f"| {name} questions | {_cell(part['accuracy'])} | {part['no_answer']} | "
+              f"{part['says_yes']} |" for name, part in summary["drafts"].items()]
+    lines += ["", "| row | dev accuracy [95% Wilson] | no answer | says yes | agrees with "
+              "Phase B's draft |", "|---|---|---|---|---|"]
+    for name, label in (("C_self_guided", "C + self-guided epoch, Phase B's draft"),
+                        ("C_self_guided_no_draft", "C + self-guided epoch, no draft")):
+        row = summary["rows"][name]
+        lines.append(f"| {label} | {_cell(row)} | {row['no_answer']} | {row['says_yes']} | "
+                     f"{row['agrees_with_draft']}/{row['n']} |")
+    return lines
+
+
+def write_strategyqa_report(root: Path, self_guided: bool = False) -> Path:
+    """Write ``root/report.md`` and ``root/figures`` (with the self-guided loop's section
+    when ``self_guided``); return the report's path."""
     evaluation = _read(root / "eval" / "summary.json")
     data = _read(root / "data" / "summary.json")
     drafts = _read(root / "drafts" / "summary.json")
@@ -145,6 +167,8 @@ def write_strategyqa_report(root: Path) -> Path:
               "|---|---|"]
     lines += [f"| {w} | {_cell(v)} |" for w, v in evaluation["breakdown"]["C"]["by_first_word"]
               .items()]
+    if self_guided:
+        lines += _self_guided_section(_read(root / "self_guided" / "summary.json"))
     quality = evaluation.get("question_quality")
     if quality:
         lines += ["", "## Clarifying questions: Phase C against Phase B", ""]
@@ -173,7 +197,7 @@ def write_strategyqa_report(root: Path) -> Path:
                   f"{attribution['before']['mean_abs_delta']:.3f} / "
                   f"{attribution['after']['mean_abs_delta']:.3f}).", "",
                   "![attribution](figures/attribution.png)"]
-    curves = _curves(root, figures)
+    curves = _curves(root, figures, self_guided)
     if curves:
         lines += ["", "## Training curves", ""]
         lines += [f"{label}:\n\n![{label}]({path.relative_to(root)})\n" for label, path in curves]

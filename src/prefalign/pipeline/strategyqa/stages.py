@@ -4,7 +4,8 @@ data → Phase A (answer SFT) and Phase B (reasoning SFT), both from the base
 model on the same questions → the Phase-B model drafts on questions it never
 trained on → Phase C: DPO from the Phase-B adapter (its disabled LoRA is the
 reference) through the phase schedule → evaluation of every phase and ablation →
-attribution on the draft → report.
+attribution on the draft → (optionally) the self-guided loop: the Phase-C model
+redrafts, the pairs are rebuilt, one more DPO epoch → report.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _data(ctx: StageContext, train: str, held_out: str, max_length: int) -> Data
                       use_chat_template=ctx.cfg.use_chat_template)
 
 
-def _resume(run_dir: Path) -> bool:
+def has_progress(run_dir: Path) -> bool:
+    """Whether a training run left a checkpoint or a finished phase to resume from."""
     return bool(list_checkpoints(run_dir / "checkpoints")) or any(
         list_checkpoints(phase / "checkpoints") or (phase / "done.json").exists()
         for phase in run_dir.glob("phase-*"))
@@ -57,6 +59,18 @@ def dpo_config(ctx: StageContext) -> PreferenceConfig:
                             phases=cfg.dpo.phases, reference=cfg.dpo.reference)
 
 
+def self_guided_config(ctx: StageContext) -> PreferenceConfig:
+    """The self-guided loop's one DPO phase, from the Phase-C adapter on rebuilt pairs."""
+    cfg = ctx.cfg
+    return PreferenceConfig(name="self_guided", output_dir=str(ctx.root),
+                            model=ModelConfig(name=str(ctx.path("dpo_model")),
+                                              dtype=cfg.dtype, lora=cfg.dpo.lora),
+                            data=_data(ctx, "self_guided_pairs", "self_guided_pairs_validation",
+                                       cfg.dpo.max_length),
+                            train=stage_train_config(cfg.dpo.train, cfg), loss=cfg.dpo.loss,
+                            phases=[cfg.self_guided], reference=cfg.dpo.reference)
+
+
 def _models(ctx: StageContext) -> dict[str, Path]:
     return {"answer": ctx.path("answer_model"), "reasoning": ctx.path("reasoning_model"),
             "dpo": ctx.path("dpo_model")}
@@ -74,7 +88,7 @@ def _sft_runner(phase: str):
         from prefalign.stages.sft import run_sft
 
         stage_cfg = sft_config(ctx, phase)
-        result = run_sft(stage_cfg, resume=_resume(stage_cfg.run_dir))
+        result = run_sft(stage_cfg, resume=has_progress(stage_cfg.run_dir))
         return {"steps": result.step, "eval": result.eval_metrics}
     return run
 
@@ -91,7 +105,7 @@ def _run_dpo(ctx: StageContext) -> dict:
     from prefalign.stages.preference import run_preference
 
     stage_cfg = dpo_config(ctx)
-    result = run_preference(stage_cfg, resume=_resume(stage_cfg.run_dir))
+    result = run_preference(stage_cfg, resume=has_progress(stage_cfg.run_dir))
     path = stage_cfg.run_dir / "eval.json"
     return {"steps": result.step, "eval": json.loads(path.read_text()) if path.is_file() else {}}
 
@@ -111,10 +125,18 @@ def _run_attribution(ctx: StageContext) -> dict:
     return run_attribution(ctx.cfg, ctx.root, _models(ctx))
 
 
+def _run_self_guided(ctx: StageContext) -> dict:
+    from prefalign.pipeline.strategyqa.self_guided import run_self_guided
+
+    return run_self_guided(ctx.cfg, ctx.root, ctx.path("dpo_model"),
+                           lambda: self_guided_config(ctx))
+
+
 def _run_report(ctx: StageContext) -> dict:
     from prefalign.pipeline.strategyqa.report import write_strategyqa_report
 
-    return {"report": str(write_strategyqa_report(ctx.root))}
+    return {"report": str(write_strategyqa_report(
+        ctx.root, self_guided="self_guided" in ctx.cfg.stages))}
 
 
 PIPELINE = register_pipeline(Pipeline(
@@ -145,8 +167,15 @@ PIPELINE = register_pipeline(Pipeline(
         Stage("attribution", ("attribution",),
               lambda cfg: ["reasoning_model", "dpo_model", "eval_drafts", "evaluation"],
               ("attribution",), ("attribution",), _run_attribution),
+        Stage("self_guided", ("dtype", "use_chat_template", "seed", "data", "drafts", "dpo",
+                              "eval", "self_guided"),
+              lambda cfg: ["dpo_model", "draft_questions", "validation_questions",
+                           "eval_drafts"],
+              ("self_guided_pairs", "self_guided_pairs_validation", "self_guided_model",
+               "self_guided_summary"), ("self_guided",), _run_self_guided),
         Stage("report", (), lambda cfg: ["evaluation", "attribution", "data_summary",
-                                         "drafts_summary"],
+                                         "drafts_summary"]
+              + (["self_guided_summary"] if "self_guided" in cfg.stages else []),
               ("report",), ("report.md", "figures"), _run_report),
     ),
     artifacts=tuple(ARTIFACTS.values()),
