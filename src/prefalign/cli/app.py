@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prefalign.cli import evaluate, feedback, judge, online, pipeline, plan, reward, train
+from prefalign.cli import evaluate, feedback, judge, online, pipeline, plan, prm, reward, train
 from prefalign.cli.data import data_app
 from prefalign.cli.models import models_app
 
@@ -28,4 +28,5 @@ evaluate.register(eval_app)
 plan.register(app, eval_app)
 pipeline.register(app, eval_app)
 judge.register(eval_app)
+prm.register(eval_app)
 feedback.register(data_app)

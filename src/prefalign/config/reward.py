@@ -38,9 +38,13 @@ class RewardConfig(RunConfig):
         "lora", description="'lora': train LoRA adapters (model.lora) and the head; 'full': "
         "train every weight; 'frozen': train only the linear head on backbone features "
         "computed once (model.lora is used only with 'lora').")
-    objective: Literal["pairwise", "regression"] = Field(
+    objective: Literal["pairwise", "regression", "process", "outcome"] = Field(
         "pairwise", description="'pairwise': Bradley-Terry on {prompt, chosen, rejected}; "
-        "'regression': MSE on normalised scores of {prompt, response, score}.")
+        "'regression': MSE on normalised scores of {prompt, response, score}; 'process' "
+        "(PRM): per-step BCE on {prompt, steps, labels}, the head read at every step's last "
+        "token; 'outcome' (ORM): the same model trained on final_correct at the last step.")
+    aggregation: Literal["min", "mean", "product", "last"] = Field(
+        "min", description="process/outcome: how step scores become a solution's score.")
     loss: RewardLossConfig = Field(default_factory=RewardLossConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     feature_batch_size: int = Field(16, gt=0, description="Sequences per no-grad forward "

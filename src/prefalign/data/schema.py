@@ -17,6 +17,11 @@ kind           normalised record
 ``unpaired``   ``{"prompt", "completion", "label": bool}``
 ``prompt``     ``{"prompt", ...}`` with every other field kept (verifiers)
 ``rated``      ``{"prompt", "response", "score": float}``
+``steps``      ``{"prompt", "steps": [text, ...], "labels": [0|1, ...],
+               "final_correct": bool}``: a solution split into reasoning steps,
+               each labelled sound (1) or not (0); ``labels`` and
+               ``final_correct`` may be absent when the record is only scored;
+               other fields (``kind``, ``first_wrong``, ``problem``) are kept
 =============  ==============================================================
 
 Completions (``completion``, ``chosen``, ``rejected``, ``response``) that are
@@ -38,7 +43,7 @@ from typing import Any
 
 from prefalign.errors import ConfigError, DataError
 
-RECORD_KINDS = ("sft", "preference", "unpaired", "prompt", "rated")
+RECORD_KINDS = ("sft", "preference", "unpaired", "prompt", "rated", "steps")
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 _LABEL_TEXT = {"true": True, "false": False, "1": True, "0": False}
 
@@ -252,12 +257,36 @@ def _validate_rated(row: Mapping[str, Any], where: _Where) -> dict:
     return _with_metadata(record, row, where)
 
 
+def _validate_steps(row: Mapping[str, Any], where: _Where) -> dict:
+    steps = _require(row, "steps", where)
+    if not isinstance(steps, list) or not steps:
+        raise where.error(f"expected a non-empty list of step texts, got {_type_name(steps)}",
+                          "steps")
+    record: dict[str, Any] = {
+        **row,
+        "prompt": _check_conversation(_require(row, "prompt", where), "prompt", where),
+        "steps": [_check_text(step, f"steps[{i}]", where) for i, step in enumerate(steps)]}
+    labels = row.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or len(labels) != len(steps):
+            raise where.error(f"expected a list of {len(steps)} labels, one per step, got "
+                              f"{_type_name(labels)}" + (f" of {len(labels)}"
+                                                         if isinstance(labels, list) else ""),
+                              "labels")
+        record["labels"] = [int(_check_label(v, f"labels[{i}]", where))
+                            for i, v in enumerate(labels)]
+    if row.get("final_correct") is not None:
+        record["final_correct"] = _check_label(row["final_correct"], "final_correct", where)
+    return _with_metadata(record, row, where)
+
+
 _VALIDATORS = {
     "sft": _validate_sft,
     "preference": _validate_preference,
     "unpaired": _validate_unpaired,
     "prompt": _validate_prompt,
     "rated": _validate_rated,
+    "steps": _validate_steps,
 }
 
 

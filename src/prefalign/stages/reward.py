@@ -67,6 +67,8 @@ def check_config(cfg: RewardConfig) -> None:
     if cfg.tuning == "lora" and cfg.model.lora is None:
         raise ConfigError("tuning=lora needs model.lora settings (or choose tuning=full "
                           "or tuning=frozen)")
+    if cfg.objective in ("process", "outcome") and cfg.ensemble.k > 1:
+        raise ConfigError(f"objective={cfg.objective} trains one model; ensemble.k must be 1")
     if cfg.model.qlora and cfg.tuning != "lora":
         raise ConfigError(f"model.qlora trains LoRA adapters; it cannot be combined with "
                           f"tuning={cfg.tuning}")
@@ -278,6 +280,10 @@ def run_reward(cfg: RewardConfig, resume: bool = False,
                on_step_end: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train a reward model (or ensemble); the result lands in ``runs/<name>/final``."""
     check_config(cfg)
+    if cfg.objective in ("process", "outcome"):
+        from prefalign.stages.step_reward import run_step_reward
+
+        return run_step_reward(cfg, resume, on_step_end)
     started = time.perf_counter()
     life = Lifecycle(cfg, "rm", resume, on_step_end)
     run = life.setup(progress=_member_progress(cfg))

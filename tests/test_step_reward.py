@@ -1,0 +1,183 @@
+"""Step reward models (PRM / ORM): one-pass step scores, the losses against written-out
+formulas, aggregation, ``steps`` records and training on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from tests.conftest import write_jsonl
+
+from prefalign.config import RewardConfig, load_config
+from prefalign.data.schema import validate_record
+from prefalign.errors import DataError
+from prefalign.losses.process import aggregate, step_bce_loss, step_targets
+from prefalign.models import ScalarHeadModel, load_model
+from prefalign.rewards.steps import boundary_features, encode_steps
+from prefalign.stages.reward import run_reward
+
+SOLUTION = ["Half of 48 is 48/2 = <<48/2=24>>24.", "In all 48+24 = <<48+24=72>>72.",
+            "So she sold 72 clips."]
+
+
+def _tiny(model_dir) -> tuple[ScalarHeadModel, object]:
+    lm, tokenizer = load_model(str(model_dir))
+    return ScalarHeadModel.from_causal_lm(lm).eval(), tokenizer
+
+
+def test_one_pass_step_scores_equal_scoring_each_prefix_alone(tiny_model_dir):
+    model, tokenizer = _tiny(tiny_model_dir)
+    question = "Natalia sold 48 clips in April and half as many in May. How many in all?"
+    encoded = encode_steps(question, SOLUTION, tokenizer, max_length=512)
+    short = encode_steps("What is 2+2?", ["2+2 = <<2+2=4>>4."], tokenizer, max_length=512)
+    one_pass = boundary_features(model, [encoded, short], tokenizer.pad_token_id, batch_size=2)
+    with torch.no_grad():
+        whole = model.head(one_pass[0]).squeeze(-1)
+        for k in range(len(SOLUTION)):
+            prefix = encode_steps(question, SOLUTION[:k + 1], tokenizer, max_length=512)
+            assert prefix.input_ids == encoded.input_ids[:prefix.boundaries[-1] + 1]
+            alone = model(torch.tensor([prefix.input_ids]))
+            torch.testing.assert_close(whole[k], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_process_and_outcome_losses_match_the_written_out_bce():
+    logits = torch.tensor([[0.3, -1.2, 2.0], [1.5, 0.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([[1, 0, 0], [1, 0, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    final = torch.tensor([0.0, 1.0])
+
+    def bce(z, y):
+        p = 1 / (1 + math.exp(-z))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    targets, supervised = step_targets(labels, final, mask, "process")
+    expected = (bce(0.3, 1) + bce(-1.2, 0) + bce(2.0, 0) + bce(1.5, 1)) / 4
+    assert float(step_bce_loss(logits, targets, supervised)) == pytest.approx(expected, rel=1e-6)
+    targets, supervised = step_targets(labels, final, mask, "outcome")
+    assert supervised.tolist() == [[False, False, True], [True, False, False]]
+    expected = (bce(2.0, 0) + bce(1.5, 1)) / 2
+    assert float(step_bce_loss(logits, targets, supervised)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_aggregations():
+    p = torch.tensor([0.9, 0.2, 0.5])
+    assert aggregate(p, "min") == pytest.approx(0.2)
+    assert aggregate(p, "mean") == pytest.approx((0.9 + 0.2 + 0.5) / 3)
+    assert aggregate(p, "product") == pytest.approx(0.9 * 0.2 * 0.5)
+    assert aggregate(p, "last") == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        aggregate(p, "max")
+
+
+@pytest.mark.parametrize("row, field", [
+    ({"prompt": "q", "labels": [1]}, "steps"),
+    ({"prompt": "q", "steps": []}, "steps"),
+    ({"prompt": "q", "steps": ["a", 3]}, "steps[1]"),
+    ({"prompt": "q", "steps": ["a", "b"], "labels": [1]}, "labels"),
+    ({"prompt": "q", "steps": ["a"], "labels": ["maybe"]}, "labels[0]"),
+])
+def test_a_bad_steps_record_names_file_line_and_field(row, field):
+    with pytest.raises(DataError) as caught:
+        validate_record(row, "steps", file="s.jsonl", line=7)
+    message = str(caught.value)
+    assert "s.jsonl" in message and "7" in message and field in message
+
+
+def _records(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        a, b = i + 2, i + 3
+        bad = i % 2 == 1
+        second = a + b + (1 if bad else 0)
+        rows.append({"prompt": f"What is {a}+{b}+1?",
+                     "steps": [f"{a}+{b} = <<{a}+{b}={second}>>{second}.",
+                               f"{second}+1 = <<{second}+1={second + 1}>>{second + 1}."],
+                     "labels": [0, 0] if bad else [1, 1], "final_correct": not bad})
+    return rows
+
+
+@pytest.mark.parametrize("objective, tuning", [("process", "frozen"), ("outcome", "lora")])
+def test_step_reward_models_train_and_save(tmp_path, tiny_model_dir, objective, tuning):
+    data = write_jsonl(tmp_path / "steps.jsonl", _records(16))
+    cfg = load_config(RewardConfig, None, [
+        f"model.name={tiny_model_dir}", f"data.train={data}", f"output_dir={tmp_path / 'runs'}",
+        "data.eval_fraction=0.25", "train.max_steps=4", "train.batch_size=4",
+        "train.save_every=0", "train.lr=1e-2", f"objective={objective}", f"tuning={tuning}",
+        "aggregation=min", "name=prm"])
+    result = run_reward(cfg)
+    assert result.step == 4
+    final = tmp_path / "runs" / "prm" / "final"
+    meta = json.loads((final / "step_reward_model.json").read_text())
+    assert meta["objective"] == objective and meta["aggregation"] == "min"
+    assert (final / "scalar_head.safetensors").is_file()
+    assert result.eval_metrics["solutions"] == 4
+    assert 0.0 <= result.eval_metrics["step_accuracy"] <= 1.0
+
+
+def test_auroc_equals_the_pairwise_count():
+    from prefalign.eval.prm import auroc
+
+    scores = [0.9, 0.4, 0.4, 0.7, 0.1, 0.4, 0.8]
+    labels = [1, 0, 1, 1, 0, 0, 0]
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    brute = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+    assert auroc(scores, labels) == pytest.approx(brute)
+
+
+def test_best_of_constructed_picks_the_top_candidate_per_problem():
+    from prefalign.eval.prm import best_of_constructed
+
+    records = [{"prompt": "a", "problem": 0, "labels": [1, 1], "final_correct": True},
+               {"prompt": "a", "problem": 0, "labels": [1, 0], "final_correct": True},
+               {"prompt": "b", "problem": 1, "labels": [1, 1], "final_correct": True},
+               {"prompt": "b", "problem": 1, "labels": [0, 0], "final_correct": False}]
+    result = best_of_constructed(records, [0.2, 0.9, 0.1, 0.8])
+    assert result["sets"] == 2
+    assert result["correct_and_sound"]["k"] == 0 and result["correct_answer"]["k"] == 1
+
+
+def test_rerank_samples_majority_and_oracle():
+    from prefalign.eval.prm import majority_answer, rerank_samples, solution_steps
+
+    problems = [{"prompt": "p", "answer": "6"}, {"prompt": "q", "answer": "10"}]
+    samples = [["2*3 = 6\n#### 6", "2+3 = 5\n#### 5", "7\n#### 7"],
+               ["#### 9", "#### 9", "#### 10"]]
+    assert majority_answer(samples[1]) == "9"
+    assert solution_steps("a = 1\n\n b = 2 \n#### 2") == ["a = 1", "b = 2"]
+    result = rerank_samples(problems, samples, {"m": [[0.1, 0.9, 0.0], [0.0, 0.1, 0.5]]})
+    rows = result["pass_at_1"]
+    assert rows["first sample"]["k"] == 1 and rows["oracle pass@n"]["k"] == 2
+    # problem 1: a three-way tie goes to the first answer (right); problem 2: 9 wins (wrong)
+    assert rows["majority vote"]["k"] == 1 and rows["m rerank"]["k"] == 1
+
+
+def test_eval_prm_command_compares_a_prm_and_an_orm(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from prefalign.cli.app import app
+
+    data = write_jsonl(tmp_path / "steps.jsonl",
+                       [{**r, "problem": i // 2, "kind": "reference" if r["final_correct"]
+                         else "wrong_result", "first_wrong": None if r["final_correct"] else 0}
+                        for i, r in enumerate(_records(12))])
+    for objective in ("process", "outcome"):
+        cfg = load_config(RewardConfig, None, [
+            f"model.name={tiny_model_dir}", f"data.train={data}",
+            f"output_dir={tmp_path / 'runs'}", "train.max_steps=2", "train.batch_size=4",
+            "train.save_every=0", f"objective={objective}", "tuning=frozen",
+            f"aggregation={'min' if objective == 'process' else 'last'}", f"name={objective}"])
+        run_reward(cfg)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, [
+        "eval", "prm", "--model", f"prm={tmp_path / 'runs' / 'process'}",
+        "--model", f"orm={tmp_path / 'runs' / 'outcome'}", "--data", str(data),
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "prm_eval.json").read_text())
+    assert set(summary["models"]) == {"prm", "orm"}
+    for part in summary["models"].values():
+        assert part["best_of_n"]["sets"] == 6 and part["steps"] == 24
+    assert "critical case flagged" in (out / "prm_eval.md").read_text()
