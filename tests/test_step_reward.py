@@ -181,3 +181,61 @@ def test_eval_prm_command_compares_a_prm_and_an_orm(tmp_path, tiny_model_dir):
     for part in summary["models"].values():
         assert part["best_of_n"]["sets"] == 6 and part["steps"] == 24
     assert "critical case flagged" in (out / "prm_eval.md").read_text()
+
+
+def test_process_advantages_match_deepseekmath_written_out():
+    from prefalign.losses.process import process_advantages
+
+    rewards = [[0.9, 0.2], [0.5], [0.1, 0.3, 0.8], [0.7]]
+    ends = [[1, 4], [2], [0, 1, 5], [3]]
+    got = process_advantages(rewards, ends, group=2, length=6)
+    for start in (0, 2):
+        pool = [r for j in (start, start + 1) for r in rewards[j]]
+        mean = sum(pool) / len(pool)
+        std = math.sqrt(sum((r - mean) ** 2 for r in pool) / len(pool))
+        for j in (start, start + 1):
+            for t in range(6):
+                want = sum((r - mean) / (std + 1e-6)
+                           for r, e in zip(rewards[j], ends[j]) if e >= t)
+                assert got[j, t].item() == pytest.approx(want, abs=1e-5)
+
+
+def test_step_ends_point_at_the_token_holding_each_steps_last_character(tiny_model_dir):
+    from prefalign.models import load_tokenizer
+    from prefalign.stages.online.process_reward import step_spans, token_of_characters
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    text = "He has 3+4 = 7 apples.\n\nThen 7*2 = 14.\n#### 14"
+    spans = step_spans(text)
+    assert [s for s, _ in spans] == ["He has 3+4 = 7 apples.", "Then 7*2 = 14."]
+    assert all(text[end] == "." for _, end in spans)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for (_, end), t in zip(spans, token_of_characters(tokenizer, ids, [e for _, e in spans])):
+        assert len(tokenizer.decode(ids[:t + 1])) > end >= len(tokenizer.decode(ids[:t]))
+
+
+def test_grpo_with_a_process_reward_model_trains_on_dense_advantages(tmp_path,
+                                                                     tiny_model_dir):
+    from prefalign.engine.metrics import read_metrics
+    from prefalign.errors import ConfigError
+    from prefalign.stages.online import run_online
+    from prefalign.stages.online.registry import load_online_config
+
+    data = write_jsonl(tmp_path / "steps.jsonl", _records(8))
+    run_reward(load_config(RewardConfig, None, [
+        f"model.name={tiny_model_dir}", f"data.train={data}", f"output_dir={tmp_path / 'runs'}",
+        "train.max_steps=1", "train.batch_size=4", "train.save_every=0", "objective=process",
+        "tuning=frozen", "name=prm"]))
+    overrides = [
+        f"model.name={tiny_model_dir}", "data.train=builtin:arithmetic?n=12&seed=0",
+        "data.eval_fraction=0.25", "rewards=[{name: arithmetic}]", "rollout.max_new_tokens=6",
+        "rollout.prompts_per_rollout=2", "rollout.num_samples=2", "train.batch_size=2",
+        "train.grad_accum=2", "train.max_steps=2", "eval.prompts=2", "eval.batch_size=8",
+        f"output_dir={tmp_path}", "name=dense", "hacking.warmup_rollouts=1", "model.lora.r=4",
+        f"policy.process_reward={tmp_path / 'runs' / 'prm'}"]
+    result = run_online(load_online_config("grpo", None, overrides))
+    assert result.step == 2 and math.isfinite(result.last_metrics["loss"])
+    rows = read_metrics(tmp_path / "dense" / "rollouts.jsonl")
+    assert rows and all(0 < row["rollout/step_reward_mean"] < 1 for row in rows)
+    with pytest.raises(ConfigError, match="process_reward"):
+        load_online_config("rloo", None, overrides)

@@ -92,6 +92,11 @@ class PolicyLossSettings(StrictModel):
     epochs_per_rollout: int = Field(1, gt=0, description="Passes over each rollout (PPO epochs).")
     normalize_std: bool = Field(True, description="GRPO: divide by the group std; false is "
                                 "Dr. GRPO's unnormalised advantage.")
+    process_reward: str | None = Field(
+        None, description="GRPO only: a step reward model (prefalign rm objective=process) "
+        "whose per-step scores give dense per-token advantages (DeepSeekMath's process "
+        "supervision) instead of the outcome reward's; the rewards are still scored and "
+        "logged.")
 
 
 class HackingSettings(StrictModel):

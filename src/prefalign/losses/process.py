@@ -64,3 +64,28 @@ def aggregate(probabilities: torch.Tensor, how: str) -> float:
     if how == "last":
         return float(probabilities[-1])
     raise ValueError(f"unknown aggregation {how!r}; expected one of {AGGREGATIONS}")
+
+
+def process_advantages(step_rewards: list[list[float]], step_ends: list[list[int]],
+                       group: int, length: int, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's process-supervised advantages ``[N, T]`` (Shao et al. 2024, "DeepSeekMath",
+    arXiv 2402.03300, §4.1.3).
+
+    Completion ``j`` of a group has step rewards ``r_k^j``, step ``k`` ending at
+    token ``e_k^j``. With ``R`` all step rewards of the group's ``G`` completions,
+
+        r̃_k^j = (r_k^j − mean(R)) / (std(R) + ε),    A_t^j = Σ_{k : e_k^j ≥ t} r̃_k^j,
+
+    so a token is credited with the normalised rewards of its own step and every
+    later one. Completions come grouped (``G`` consecutive per prompt); tokens
+    after a completion's last step end get 0.
+    """
+    advantages = torch.zeros(len(step_rewards), length, dtype=torch.float32)
+    for start in range(0, len(step_rewards), group):
+        pooled = torch.tensor([r for rewards in step_rewards[start:start + group]
+                               for r in rewards], dtype=torch.float64)
+        mean, std = pooled.mean(), pooled.std(correction=0)
+        for j in range(start, start + group):
+            for reward, end in zip(step_rewards[j], step_ends[j]):
+                advantages[j, :end + 1] += float((reward - mean) / (std + eps))
+    return advantages

@@ -154,6 +154,9 @@ def check_config(cfg: OnlineConfig) -> OnlineConfig:
     if spec.min_group > 1:
         cfg.check_group(spec.min_group, spec.group_reason)
     (spec.check or OnlineConfig.check_minibatches)(cfg)
+    if cfg.policy.process_reward and spec.name != "grpo":
+        raise ConfigError(f"policy.process_reward gives GRPO dense advantages; "
+                          f"{spec.name} does not use it")
     return cfg
 
 

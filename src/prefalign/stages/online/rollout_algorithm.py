@@ -256,6 +256,9 @@ class RolloutAlgorithm:
         tensors = pack_groups(prompt_ids, [c.token_ids for c in completions], setup.pad_id)
         rollout = Rollout(index, index * cfg.updates_per_rollout + 1, rows, completions,
                           tensors, scores.total, self.group)
+        if setup.process_scorer is not None:
+            rollout.step_rewards = setup.process_scorer([r["prompt"] for r in rows],
+                                                        completions)
         self._record_logps(rollout)
         metrics = rollout_metrics(rollout, scores)
         metrics.update(self._prepare(rollout))

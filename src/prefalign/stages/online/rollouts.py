@@ -39,7 +39,9 @@ class Rollout:
     """One rollout of ``N`` sequences (the rows of ``tensors``, grouped by prompt).
 
     ``rewards`` ``[N]``; ``old_logps``, ``ref_logps``, ``values`` ``[N, T]`` (``None``
-    when not recorded); ``kl_coef`` the β in force for this rollout. An algorithm's
+    when not recorded); ``kl_coef`` the β in force for this rollout; ``step_rewards``
+    (with ``policy.process_reward``) each completion's step rewards and step end
+    tokens. An algorithm's
     ``advantages`` function sets ``advantages`` (``[N]`` or ``[N, T]``) and, if its
     loss needs them, ``returns`` ``[N, T]``.
     """
@@ -57,6 +59,7 @@ class Rollout:
     values: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
+    step_rewards: tuple[list[list[float]], list[list[int]]] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property

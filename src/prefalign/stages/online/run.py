@@ -35,6 +35,7 @@ from prefalign.rollout.engines import build_engine
 from prefalign.stages.lifecycle import Lifecycle, Models
 from prefalign.stages.online.curves import plot_curves
 from prefalign.stages.online.model import PolicyModel, logprob_temperature, unwrap
+from prefalign.stages.online.process_reward import ProcessRewardScorer
 from prefalign.stages.online.prompts import check_reward_fields, load_prompt_sets
 from prefalign.stages.online.reference import build_reference
 from prefalign.stages.online.registry import OnlineAlgorithm, check_config, get_online_algorithm
@@ -106,9 +107,11 @@ def build_setup(life: Lifecycle, spec: OnlineAlgorithm, models: Models, train: l
                           seed=cfg.train.seed)
     h = cfg.hacking
     monitor = HackingMonitor(h.warmup_rollouts, h.length_z, h.kl_rising_evals, h.disagreement_z)
+    process = (ProcessRewardScorer(cfg.policy.process_reward, tokenizer, cfg.train.batch_size)
+               if cfg.policy.process_reward else None)
     return OnlineSetup(cfg, spec, life.run, policy, tokenizer, engine, scorer, reference, train,
                        prompt_ids, build_evaluator(cfg, held_out, tokenizer, scorer, judge,
-                                                   pad_id), monitor, life.autocast)
+                                                   pad_id), monitor, life.autocast, process)
 
 
 def _initial_evaluation(life: Lifecycle, algorithm, setup: OnlineSetup) -> None:

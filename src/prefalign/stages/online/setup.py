@@ -23,6 +23,7 @@ from prefalign.eval.policy import PolicyEvaluation, PolicyEvaluator, PolicySide
 from prefalign.rollout.hf_engine import TransformersEngine
 from prefalign.rollout.types import GenerationEngine, SamplingSettings
 from prefalign.stages.online.model import PolicyModel, unwrap
+from prefalign.stages.online.process_reward import ProcessRewardScorer
 from prefalign.stages.online.reference import ReferencePolicy
 from prefalign.stages.online.registry import OnlineAlgorithm
 from prefalign.stages.online.scoring import RewardScorer
@@ -80,6 +81,7 @@ class OnlineSetup:
     evaluator: PolicyEvaluator | None
     monitor: HackingMonitor
     autocast: Callable[[], AbstractContextManager]
+    process_scorer: ProcessRewardScorer | None = None
 
     @property
     def pad_id(self) -> int:

@@ -16,6 +16,10 @@ with ``ρ_t = π_θ(y_t)/π_old(y_t)``, ``k`` the per-token KL estimator
 (``kl.estimator``, k3 as in the paper) and ``reduce`` the same token reduction
 for both terms (``policy.reduction``). Shapes: rewards ``[N = P·G]`` grouped by
 prompt; advantages ``[N]``, one per sequence, broadcast over its tokens.
+
+With ``policy.process_reward`` (a process reward model) the advantages are
+per token instead, from step rewards (DeepSeekMath §4.1.3, process
+supervision): ``prefalign.losses.process.process_advantages``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,18 @@ from __future__ import annotations
 from prefalign.config.online import OnlineConfig
 from prefalign.losses.kl import sequence_kl, token_kl_term
 from prefalign.losses.policy import grpo_advantages
+from prefalign.losses.process import process_advantages
 from prefalign.stages.online.registry import OnlineAlgorithm, register_online_algorithm
 from prefalign.stages.online.rollouts import LossInputs, Rollout, clipped_policy_loss
 
 
 def advantages(rollout: Rollout, cfg: OnlineConfig) -> dict[str, float]:
+    if rollout.step_rewards is not None:
+        rewards, ends = rollout.step_rewards
+        rollout.advantages = process_advantages(rewards, ends, rollout.group,
+                                                rollout.mask.shape[1])
+        return {"rollout/step_reward_mean": sum(map(sum, rewards)) / sum(map(len, rewards)),
+                "rollout/steps_mean": sum(map(len, rewards)) / len(rewards)}
     grouped = rollout.rewards.view(-1, rollout.group)
     rollout.advantages = grpo_advantages(grouped,
                                          normalize_std=cfg.policy.normalize_std).reshape(-1)
