@@ -3,7 +3,9 @@
 ``StepRewardModel.load(path)`` reads a ``prefalign rm objective=process|outcome``
 result (``runs/<name>/final``); ``step_probabilities`` gives each solution's
 per-step probabilities ``σ(z_k)`` in one forward pass per solution, and
-``score`` aggregates them as the model was configured (or as asked).
+``score`` aggregates them as the model was configured (or as asked). A model with a
+frozen backbone reads its features through the feature cache, so a PRM and an ORM
+on the same backbone share one pass over the same solutions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from prefalign.data.schema import UnusableRecord
 from prefalign.errors import DataError, ModelError
 from prefalign.losses.process import aggregate
 from prefalign.models.heads import ScalarHeadModel, load_scalar_head_model
-from prefalign.rewards.steps import encode_steps, step_probabilities
+from prefalign.rewards.steps import cached_boundary_features, encode_steps, step_probabilities
 
 STEP_MODEL_FILE = "step_reward_model.json"
 
@@ -33,6 +35,7 @@ class StepRewardModel:
     objective: str
     aggregation: str
     max_length: int
+    frozen: bool = False
     batch_size: int = 16
 
     @classmethod
@@ -47,7 +50,7 @@ class StepRewardModel:
         meta = json.loads(meta_path.read_text())
         model, tokenizer = load_scalar_head_model(path)
         return cls(model.eval(), tokenizer, meta["objective"], meta["aggregation"],
-                   int(meta["max_length"]), batch_size)
+                   int(meta["max_length"]), meta.get("tuning") == "frozen", batch_size)
 
     def step_probabilities(self, prompts: Sequence, solutions: Sequence[Sequence[str]]
                            ) -> list[torch.Tensor]:
@@ -67,8 +70,14 @@ class StepRewardModel:
             else:
                 raise DataError(f"solution {index}: not even its first step fits "
                                 f"{self.max_length} tokens")
-        return step_probabilities(self.model, encoded, self.tokenizer.pad_token_id,
-                                  self.batch_size)
+        pad_id = self.tokenizer.pad_token_id
+        if not self.frozen:
+            return step_probabilities(self.model, encoded, pad_id, self.batch_size)
+        # a frozen backbone's features are shared with training and with other heads
+        features, _ = cached_boundary_features(self.model, encoded, pad_id, self.batch_size)
+        head = self.model.head
+        with torch.no_grad():
+            return [torch.sigmoid(head(f.to(head.weight)).squeeze(-1)).cpu() for f in features]
 
     def score(self, prompts: Sequence, solutions: Sequence[Sequence[str]],
               how: str | None = None) -> list[float]:
