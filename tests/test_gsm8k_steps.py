@@ -18,6 +18,7 @@ from prefalign.tasks.gsm8k_steps import (
     CRITICAL,
     PERTURBATIONS,
     build_process_records,
+    content_key,
     check_steps,
     evaluate,
     first_wrong_step,
@@ -247,9 +248,11 @@ def test_process_records_label_what_the_checker_finds(tmp_path):
         assert record["final_correct"] == (
             normalize_number(record["final"]) == normalize_number(record["answer"]))
     assert {r["kind"] for r in records} == {"reference", *PERTURBATIONS}
+    # n_problems counts usable problems: the prose-only row 1 is passed over
     only = build_process_records(file, n_problems=2, seed=3, kinds=["unpropagated_slip"])
     assert {(r["problem"], r["kind"]) for r in only} == {
-        (0, "reference"), (0, "unpropagated_slip")}
+        (0, "reference"), (0, "unpropagated_slip"), (2, "reference"), (2, "unpropagated_slip")}
+    assert all(r["critical"] == (r["kind"] == "unpropagated_slip") for r in only)
 
 
 def extract_gold(answer: str) -> str:
@@ -283,8 +286,22 @@ def test_task_is_registered_and_gsm8k_folders_stay_gsm8k(tmp_path):
     rows = [{"question": q, "answer": a} for q, a in HAND]
     write_rows(tmp_path / "train.jsonl", rows)
     assert source_task(str(tmp_path)).name == "gsm8k"
-    records = task.makers["process"](path=str(tmp_path), n=2, seed=0)
+    records = task.makers["steps"](path=str(tmp_path), n=2, seed=0)
     assert {r["problem"] for r in records} == {0, 1}
     assert task.content_key(records[0]) == task.content_key({"prompt": "  " + HAND[0][0].upper()})
     verifier = task.verifier()
     assert verifier.score("So the answer is\n#### 72", records[0]) == 1.0
+
+
+def test_train_and_test_step_records_are_content_disjoint_through_the_task_source():
+    from prefalign.tasks import load_source
+
+    if not (SHARED / "test.jsonl").is_file():
+        pytest.skip("GSM8K is not in ../shared/data")
+    test = load_source(f"gsm8k_steps:path={SHARED}&split=test&n=40", "steps")
+    assert len({r["problem"] for r in test}) == 40
+    assert all(len(r["labels"]) == len(r["steps"]) for r in test)
+    assert any(r["critical"] for r in test)
+    train_questions = {content_key({"prompt": json.loads(line)["question"]})
+                       for line in (SHARED / "train.jsonl").open()}
+    assert not {content_key(r) for r in test} & train_questions

@@ -9,7 +9,8 @@ solutions and perturbations with a known first wrong step):
 * **first-error localisation**: on solutions with an error, the share whose
   first step with ``p_k < 0.5`` is the labelled first wrong step;
 * **the critical case**: solutions whose final answer is right but a step is
-  wrong; the share *flagged* (solution score < 0.5 under the model's
+  wrong (those marked ``critical``, the constructed ones, when records say); the
+  share *flagged* (solution score < 0.5 under the model's
   aggregation) — beside the share of sound reference solutions flagged, since
   a model that flags everything would otherwise look perfect;
 * **best-of-n on constructed candidate sets**: per problem, the reference and
@@ -98,7 +99,7 @@ def evaluate_steps(records: Sequence[dict], probabilities: Sequence[torch.Tensor
     solution = [aggregate(p, aggregation) for p in probabilities]
     flagged = [s < CRITICAL_FLAG_THRESHOLD for s in solution]
     critical = [i for i, r in enumerate(records)
-                if r["final_correct"] and 0 in r["labels"]]
+                if r.get("critical", r["final_correct"] and 0 in r["labels"])]
     sound = [i for i, r in enumerate(records) if all(r["labels"])]
     by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for record, flag in zip(records, flagged):

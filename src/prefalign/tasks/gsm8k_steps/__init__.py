@@ -5,7 +5,7 @@ arithmetic of its calculator annotations, operands the question or an earlier
 step supplies); ``edits`` rewrites annotations; ``perturb`` makes wrong
 solutions whose first wrong step is known, the critical ones keeping the correct
 final answer; ``data`` builds the labelled records. The ``gsm8k_steps`` task
-makes them as its ``process`` records (``gsm8k_steps:path=FOLDER&split=train&n=500``)
+makes them as its ``steps`` records (``gsm8k_steps:path=FOLDER&split=train&n=500``)
 and scores completions with the ``gsm8k`` final-answer verifier. It reads no
 source by itself (``reads=None``), so a GSM8K folder stays the ``gsm8k`` task's.
 """
@@ -33,7 +33,7 @@ from prefalign.tasks.registry import register_task
 
 TASK = register_task(Task(
     name="gsm8k_steps",
-    makers={"process": process_records},
+    makers={"steps": process_records},
     content_key=content_key,
     verifier=gsm8k_verifier,
     reads=None,
