@@ -11,8 +11,9 @@ fully; for each, it writes the reference and one perturbation of each kind that 
 
 ``labels`` follow ``step_labels`` (1 before the first wrong step, 0 from it on);
 ``critical`` marks the constructed critical case (a wrong step, the right final
-answer: ``perturb.CRITICAL``); ``problem`` is the row's 0-based position in the file. A row without question or
-answer text, or whose answer has no ``####`` line or no step before it, is a
+answer: ``perturb.CRITICAL``); ``problem`` is the row's 0-based position in the
+file. A row without question or answer text, or whose answer has no ``####``
+line or no step before it, is a
 ``DataError`` naming the file, line and field; a solution whose steps carry no
 calculator annotation (about 1% of GSM8K) cannot be checked and is skipped. Each
 perturbation draws from its own ``random.Random`` seeded by ``seed``, the problem
