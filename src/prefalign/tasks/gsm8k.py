@@ -8,7 +8,8 @@ annotations). ``load_gsm8k`` turns a file — or a folder holding ``train.jsonl`
     {"prompt": question, "answer": "72", "solution": <the worked answer>}
 
 so the folder works as an RL prompt set and as an evaluation set with the
-``gsm8k`` verifier. A completion is judged by its own final answer: the text
+``gsm8k`` verifier; its ``sft`` records pair the question with the worked
+solution (``load_gsm8k_sft``). A completion is judged by its own final answer: the text
 after its last ``####`` when it writes one, else the last number in it; both
 sides are compared as exact rationals after removing ``,``, ``$`` and a
 trailing ``.``.
@@ -110,6 +111,13 @@ def load_gsm8k(path: str | Path, split: str = "train") -> list[dict]:
     return records
 
 
+def load_gsm8k_sft(path: str | Path, split: str = "train") -> list[dict]:
+    """SFT records ``{"prompt": question, "completion": worked solution}`` (the solution
+    with its ``<<…>>`` annotations and ``#### answer`` line, as a model should write it)."""
+    return [{"prompt": record["prompt"], "completion": record["solution"]}
+            for record in load_gsm8k(path, split)]
+
+
 def looks_like_gsm8k(source: str) -> bool:
     """True for a folder with ``train.jsonl`` (or ``test.jsonl``), or a .jsonl/.json file,
     whose first row is GSM8K."""
@@ -140,7 +148,7 @@ def gsm8k_verifier() -> GSM8KVerifier:
 
 TASK = register_task(Task(
     name="gsm8k",
-    makers={"prompt": load_gsm8k},
+    makers={"prompt": load_gsm8k, "sft": load_gsm8k_sft},
     content_key=content_key,
     verifier=gsm8k_verifier,
     reads=looks_like_gsm8k,
