@@ -174,13 +174,20 @@ def test_eval_prm_command_compares_a_prm_and_an_orm(tmp_path, tiny_model_dir):
     result = CliRunner().invoke(app, [
         "eval", "prm", "--model", f"prm={tmp_path / 'runs' / 'process'}",
         "--model", f"orm={tmp_path / 'runs' / 'outcome'}", "--data", str(data),
-        "--out", str(out)])
+        "--policy", str(tiny_model_dir), "--problems", "builtin:arithmetic?n=3",
+        "--samples", "2", "--max-new-tokens", "5", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "prm_eval.json").read_text())
     assert set(summary["models"]) == {"prm", "orm"}
     for part in summary["models"].values():
         assert part["best_of_n"]["sets"] == 6 and part["steps"] == 24
     assert "critical case flagged" in (out / "prm_eval.md").read_text()
+    rows = summary["samples"]["pass_at_1"]
+    assert {"first sample", "majority vote", "oracle pass@n", "prm rerank", "orm rerank"} == set(
+        rows)
+    assert all(r["n"] == 3 and r["k"] <= rows["oracle pass@n"]["k"] for r in rows.values())
+    stored = [json.loads(line) for line in (out / "samples.jsonl").open()]
+    assert [len(s["samples"]) for s in stored] == [2, 2, 2]
 
 
 def test_process_advantages_match_deepseekmath_written_out():

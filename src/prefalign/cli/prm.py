@@ -23,7 +23,8 @@ def _named(specs: list[str]) -> dict[str, str]:
 
 
 def _samples(policy: str, problems: list[dict], n: int, max_new_tokens: int,
-             temperature: float, seed: int, path: Path) -> list[list[str]]:
+             temperature: float, seed: int, chat_template: bool, path: Path
+             ) -> list[list[str]]:
     """``n`` samples per problem, kept in ``path`` (JSONL) and reused when it holds them."""
     from prefalign.engine.rundir import atomic_write_text
     from prefalign.stages.sampling import PolicySampler, SamplerSettings
@@ -35,7 +36,7 @@ def _samples(policy: str, problems: list[dict], n: int, max_new_tokens: int,
             return [s["samples"] for s in stored]
     sampler = PolicySampler(policy, SamplerSettings(samples=n, max_new_tokens=max_new_tokens,
                                                     temperature=temperature, batch_size=8,
-                                                    use_chat_template=False))
+                                                    use_chat_template=chat_template))
     groups = sampler(problems, seed)
     atomic_write_text(path, "".join(json.dumps({"prompt": p["prompt"], "answer": p["answer"],
                                                 "samples": g}) + "\n"
@@ -59,6 +60,9 @@ def eval_prm(model: list[str] = typer.Option(..., "--model", help="NAME=PATH of 
              max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
              temperature: float = typer.Option(0.7, "--temperature"),
              seed: int = typer.Option(0, "--seed"),
+             chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template",
+                                                help="Render the policy's prompts with its "
+                                                "chat template (as SFT does by default)."),
              out: Path = typer.Option(Path("prm-eval"), "--out", help="Report folder.")
              ) -> None:
     """PRM vs ORM: critical case, step accuracy and AUROC, first-error localisation,
@@ -95,7 +99,7 @@ def eval_prm(model: list[str] = typer.Option(..., "--model", help="NAME=PATH of 
         prompts = load_source(problems, "prompt")[:max_problems]
         out.mkdir(parents=True, exist_ok=True)
         groups = _samples(policy, prompts, samples, max_new_tokens, temperature, seed,
-                          out / "samples.jsonl")
+                          chat_template, out / "samples.jsonl")
         flat = [(p["prompt"], solution_steps(text) or [text.strip() or "(empty)"])
                 for p, group in zip(prompts, groups) for text in group]
         scores = {}
