@@ -14,6 +14,7 @@ from prefalign.losses.preference import (
     preference_loss,
     requires_lengths,
     requires_reference,
+    requires_reference_sample,
 )
 
 # Table defaults, written independently of the module's signatures.
@@ -21,23 +22,27 @@ DEFAULTS = {
     "dpo": {"beta": 0.1, "epsilon": 0.0, "center_logits": False},
     "robust": {"beta": 0.1, "epsilon": 0.1},
     "ipo": {"beta": 0.1},
+    "ipo_mean": {"beta": 0.1},
     "hinge": {"beta": 0.1},
     "simpo": {"beta": 2.0, "gamma": 0.5, "epsilon": 0.0},
     "orpo": {"lam": 0.1},
     "rpo": {"beta": 0.1, "alpha": 1.0, "epsilon": 0.0},
     "caldpo": {"beta": 0.1},
     "drdpo": {"beta": 0.1, "beta_prime": 1.0},
+    "xpo": {"beta": 0.1, "alpha": 1e-5},  # alpha: TRL's XPOConfig default
 }
 NON_DEFAULTS = {
     "dpo": [{"beta": 0.5, "epsilon": 0.2}, {"beta": 0.3, "center_logits": True}],
     "robust": [{"beta": 0.4, "epsilon": 0.3}],
     "ipo": [{"beta": 0.5}],
+    "ipo_mean": [{"beta": 0.5}],
     "hinge": [{"beta": 2.0}],
     "simpo": [{"beta": 2.5, "gamma": 1.4, "epsilon": 0.1}],
     "orpo": [{"lam": 0.7}],
     "rpo": [{"beta": 0.2, "alpha": 0.5}],
     "caldpo": [{"beta": 0.5}],
     "drdpo": [{"beta": 0.3, "beta_prime": 0.5}],
+    "xpo": [{"beta": 0.3, "alpha": 0.05}, {"beta": 0.1, "alpha": 0.0}],
 }
 
 
@@ -45,8 +50,9 @@ def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return -torch.log1p(torch.exp(-x))
 
 
-def reference(name, pc, pr, refc, refr, lc, lr, **p):
-    """(loss, losses, chosen_rewards, rejected_rewards) straight from the formula table."""
+def reference(name, pc, pr, refc, refr, lc, lr, ps, **p):
+    """(loss, losses, chosen_rewards, rejected_rewards) straight from the formula table;
+    ``ps`` is the policy's summed log-prob of a reference sample (XPO)."""
     beta = p.get("beta")
     rc, rr = pc - refc, pr - refr
     h = rc - rr
@@ -65,6 +71,12 @@ def reference(name, pc, pr, refc, refr, lc, lr, **p):
         rewards = beta * rc, beta * rr
     elif name == "ipo":  # Azar et al. 2023, eq. 17: summed sequence log-ratios
         losses = (h - 1 / (2 * beta)) ** 2
+        rewards = beta * rc, beta * rr
+    elif name == "ipo_mean":  # the same on per-token means (TRL's ipo)
+        losses = (rc / lc - rr / lr - 1 / (2 * beta)) ** 2
+        rewards = beta * rc / lc, beta * rr / lr
+    elif name == "xpo":  # Xie et al. 2024: DPO + α·log π(ỹ|x), ỹ ~ π_ref
+        losses = -log_sigmoid(beta * h) + p["alpha"] * ps
         rewards = beta * rc, beta * rr
     elif name == "hinge":
         losses = torch.clamp(1 - beta * h, min=0)
@@ -92,6 +104,14 @@ def reference(name, pc, pr, refc, refr, lc, lr, **p):
     return loss, losses, rewards[0], rewards[1]
 
 
+def random_sample_logps(seed: int, batch: int, dtype=torch.float64):
+    """Summed log-probs of reference samples of 1..24 tokens."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    lengths = torch.randint(1, 25, (batch,), generator=g)
+    logps = -(lengths * (0.3 + 2 * torch.rand(batch, generator=g, dtype=torch.float64)))
+    return logps.to(dtype)
+
+
 def random_batch(seed: int, batch: int, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     lc = torch.randint(1, 25, (batch,), generator=g)
@@ -105,16 +125,22 @@ def random_batch(seed: int, batch: int, dtype=torch.float64):
 
 def run_both(name, params, seed, batch, dtype=torch.float64):
     pc, pr, refc, refr, lc, lr = random_batch(seed, batch, dtype)
-    pc_m, pr_m = pc.clone().requires_grad_(), pr.clone().requires_grad_()
-    out = preference_loss(name, pc_m, pr_m, refc, refr, lc, lr, **params)
+    ps = random_sample_logps(seed, batch, dtype)
+    pc_m, pr_m, ps_m = (t.clone().requires_grad_() for t in (pc, pr, ps))
+    out = preference_loss(name, pc_m, pr_m, refc, refr, lc, lr, ps_m, **params)
     out.loss.backward()
-    pc_r = pc.double().clone().requires_grad_()
-    pr_r = pr.double().clone().requires_grad_()
+    pc_r, pr_r, ps_r = (t.double().clone().requires_grad_() for t in (pc, pr, ps))
     full = {**DEFAULTS[name], **params}
     expected = reference(name, pc_r, pr_r, refc.double(), refr.double(),
-                         lc.double(), lr.double(), **full)
+                         lc.double(), lr.double(), ps_r, **full)
     expected[0].backward()
-    return out, (pc_m.grad, pr_m.grad), expected, (pc_r.grad, pr_r.grad)
+    grads, expected_grads = [pc_m.grad, pr_m.grad], [pc_r.grad, pr_r.grad]
+    if name == "xpo":
+        grads.append(ps_m.grad)
+        expected_grads.append(ps_r.grad)
+    else:
+        assert ps_m.grad is None and ps_r.grad is None
+    return out, grads, expected, expected_grads
 
 
 CASES = [(name, params) for name in PREFERENCE_LOSSES
@@ -192,7 +218,8 @@ def test_reference_free_and_requirements():
     assert REFERENCE_FREE == {"simpo", "orpo"}
     for name in PREFERENCE_LOSSES:
         assert requires_reference(name) == (name not in {"simpo", "orpo"})
-        assert requires_lengths(name) == (name in {"simpo", "orpo", "rpo"})
+        assert requires_lengths(name) == (name in {"simpo", "orpo", "rpo", "ipo_mean"})
+        assert requires_reference_sample(name) == (name == "xpo")
     pc, pr, _, _, lc, lr = random_batch(0, 3)
     out = preference_loss("simpo", pc, pr, chosen_lengths=lc, rejected_lengths=lr)
     assert torch.isfinite(out.loss)
@@ -216,14 +243,15 @@ def test_unknown_param_lists_valid_params():
     assert "gamma" in message and "beta" in message and "epsilon" in message
 
 
-@pytest.mark.parametrize("name", ["dpo", "robust", "ipo", "hinge", "rpo", "caldpo", "drdpo"])
+@pytest.mark.parametrize("name", ["dpo", "robust", "ipo", "ipo_mean", "hinge", "rpo", "caldpo",
+                                  "drdpo", "xpo"])
 def test_missing_reference_raises(name):
     pc, pr, _, _, lc, lr = random_batch(0, 2)
     with pytest.raises(ValueError, match="ref_chosen_logps"):
         preference_loss(name, pc, pr, chosen_lengths=lc, rejected_lengths=lr)
 
 
-@pytest.mark.parametrize("name", ["simpo", "orpo", "rpo"])
+@pytest.mark.parametrize("name", ["simpo", "orpo", "rpo", "ipo_mean"])
 def test_missing_lengths_raises(name):
     pc, pr, refc, refr, _, _ = random_batch(0, 2)
     with pytest.raises(ValueError, match="chosen_lengths"):
@@ -240,22 +268,65 @@ def test_bad_shapes_and_lengths_and_epsilon_raise():
         preference_loss("robust", pc, pr, refc, refr, epsilon=0.5)
 
 
+def test_xpo_without_reference_sample_raises():
+    pc, pr, refc, refr, _, _ = random_batch(0, 2)
+    with pytest.raises(ValueError, match="policy_ref_sample_logps"):
+        preference_loss("xpo", pc, pr, refc, refr)
+
+
+def test_xpo_is_dpo_plus_alpha_times_reference_sample_logp():
+    """Xie et al. 2024: L = L_DPO + α·mean_b log π(ỹ_b|x_b); with α = 0 it is DPO, and the
+    exploration term's gradient on log π(ỹ) is α/B per example."""
+    pc, pr, refc, refr, _, _ = random_batch(4, 5)
+    ps = random_sample_logps(4, 5).requires_grad_()
+    dpo = preference_loss("dpo", pc, pr, refc, refr, beta=0.2)
+    out = preference_loss("xpo", pc, pr, refc, refr, policy_ref_sample_logps=ps, beta=0.2,
+                          alpha=0.3)
+    expected = dpo.loss + 0.3 * sum(ps.tolist()) / 5
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    out.loss.backward()
+    torch.testing.assert_close(ps.grad, torch.full((5,), 0.3 / 5, dtype=torch.float64))
+    off = preference_loss("xpo", pc, pr, refc, refr, policy_ref_sample_logps=ps.detach(),
+                          beta=0.2, alpha=0.0)
+    torch.testing.assert_close(off.losses, dpo.losses, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("beta", [0.1, 0.7])
-def test_ipo_summed_is_the_paper_and_per_token_mean_is_the_option(beta):
+def test_ipo_sums_and_ipo_mean_averages_over_tokens(beta):
     """Azar et al. 2023 eq. 17 regresses the summed log-likelihood-ratio margin to
-    1/(2β); the per-token mean form (TRL's) is loss.average_log_prob=true."""
+    1/(2β) (``ipo``); TRL's form does it on per-token means (``ipo_mean``, equal to
+    ``ipo`` with loss.average_log_prob=true). Log-probs built from known token
+    log-probs, so sums and means are written out here."""
     from prefalign.config import LossConfig
     from prefalign.stages.preference_algorithm import configured_loss
 
-    pc, pr, refc, refr, lc, lr = random_batch(11, 6)
-    lcf, lrf = lc.double(), lr.double()
-    summed = ((pc - refc) - (pr - refr) - 1 / (2 * beta)) ** 2
-    per_token = ((pc - refc) / lcf - (pr - refr) / lrf - 1 / (2 * beta)) ** 2
-    out, _, _ = configured_loss(LossConfig(name="ipo", beta=beta), pc, pr, refc, refr, lcf, lrf)
+    g = torch.Generator().manual_seed(11)
+    lengths = {"pc": [3, 7, 1, 12], "pr": [5, 2, 9, 4]}
+    tokens = {key: [(-0.1 - 3 * torch.rand(n, generator=g, dtype=torch.float64)).tolist()
+                    for n in ns] for key, ns in {**lengths, "refc": lengths["pc"],
+                                                 "refr": lengths["pr"]}.items()}
+    sums = {key: torch.tensor([math.fsum(t) for t in rows], dtype=torch.float64)
+            for key, rows in tokens.items()}
+    means = {key: torch.tensor([math.fsum(t) / len(t) for t in rows], dtype=torch.float64)
+             for key, rows in tokens.items()}
+    summed = ((sums["pc"] - sums["refc"]) - (sums["pr"] - sums["refr"]) - 1 / (2 * beta)) ** 2
+    per_token = ((means["pc"] - means["refc"]) - (means["pr"] - means["refr"])
+                 - 1 / (2 * beta)) ** 2
+    lc = torch.tensor(lengths["pc"], dtype=torch.float64)
+    lr = torch.tensor(lengths["pr"], dtype=torch.float64)
+    args = (sums["pc"], sums["pr"], sums["refc"], sums["refr"], lc, lr)
+    out = preference_loss("ipo", *args, beta=beta)
     torch.testing.assert_close(out.losses, summed, rtol=1e-12, atol=1e-12)
-    out, _, _ = configured_loss(LossConfig(name="ipo", beta=beta, average_log_prob=True),
-                                pc, pr, refc, refr, lcf, lrf)
+    out = preference_loss("ipo_mean", *args, beta=beta)
     torch.testing.assert_close(out.losses, per_token, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.chosen_rewards, beta * (means["pc"] - means["refc"]))
+    for config in (LossConfig(name="ipo", beta=beta, average_log_prob=True),
+                   LossConfig(name="ipo_mean", beta=beta),
+                   LossConfig(name="ipo_mean", beta=beta, average_log_prob=True)):
+        out = configured_loss(config, *args)[0]
+        torch.testing.assert_close(out.losses, per_token, rtol=1e-12, atol=1e-12)
+    out = configured_loss(LossConfig(name="ipo", beta=beta), *args)[0]
+    torch.testing.assert_close(out.losses, summed, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(summed, per_token)
 
 
@@ -290,6 +361,6 @@ def test_dpo_help_lists_every_loss_parameter():
                          capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
     assert out.returncode == 0
     for key in ["loss.name ['dpo']", "loss.beta (default dpo 0.1", "simpo 2.0", "loss.gamma",
-                "loss.lam", "loss.alpha", "loss.beta_prime", "loss.center_logits",
+                "loss.lam", "loss.alpha", "xpo 1e-05", "loss.beta_prime", "loss.center_logits",
                 "loss.epsilon", "loss.average_log_prob [False]"]:
         assert key in out.stdout, key

@@ -71,8 +71,8 @@ def test_precomputed_reference_equals_on_the_fly(tmp_path, tiny_model_dir, prefe
     assert _losses(live.run_dir) == pytest.approx(_losses(cached.run_dir), abs=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["dpo", "ipo", "hinge", "simpo", "orpo", "rpo", "caldpo",
-                                  "drdpo", "robust"])
+@pytest.mark.parametrize("loss", ["dpo", "ipo", "ipo_mean", "hinge", "simpo", "orpo", "rpo",
+                                  "caldpo", "drdpo", "robust"])
 def test_every_loss_trains_without_nan(tmp_path, tiny_model_dir, preference_file, loss):
     cfg = _cfg(tmp_path, tiny_model_dir, preference_file, loss, loss={"name": loss})
     result = run_preference(cfg)

@@ -1,6 +1,7 @@
-"""``prefalign data label`` (AI-feedback preference pairs) and ``prefalign data synth-sft``
-(judge-filtered SFT data); the work is in ``prefalign.stages.feedback`` and
-``prefalign.stages.synth_sft``."""
+"""``prefalign data label`` (AI-feedback preference pairs), ``prefalign data synth-sft``
+(judge-filtered SFT data) and ``prefalign data reference-samples`` (XPO's reference
+samples); the work is in ``prefalign.stages.feedback``, ``prefalign.stages.synth_sft``
+and ``prefalign.stages.sampling``."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ ENGINE_OPTION = typer.Option("auto", "--engine", help="Generation engine: auto, 
 
 
 def _sampler(model: str, samples: int, max_new_tokens: int, temperature: float, top_p: float,
-             batch_size: int, engine: str):
+             batch_size: int, engine: str, use_chat_template: bool = True):
     from prefalign.stages.sampling import PolicySampler, SamplerSettings
 
     if temperature <= 0:
@@ -41,7 +42,7 @@ def _sampler(model: str, samples: int, max_new_tokens: int, temperature: float, 
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
     return PolicySampler(model, SamplerSettings(
         samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-        batch_size=batch_size, engine=engine))
+        batch_size=batch_size, engine=engine, use_chat_template=use_chat_template))
 
 
 def _progress(label: str):
@@ -175,7 +176,41 @@ def synth_sft(
     typer.echo(f"{summary.line()} -> {out}")
 
 
+def reference_samples(
+    model: str = typer.Option(..., "--model", "-m", help="The reference model of the XPO run "
+                              "(its starting policy): 'embedded', a saved model or adapter, or "
+                              "a hub id.", show_default=False),
+    pairs: str = typer.Option(..., "--pairs", "-p", help="Preference records: a .jsonl/.json/"
+                              ".parquet/.csv file, hf:NAME, or a task source such as "
+                              "builtin:arithmetic?n=100.", show_default=False),
+    out: Path = OUT_OPTION,
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (chunk c uses a seed derived "
+                             "from it and c)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest sample, "
+                                       "tokens."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts sampled together."),
+    engine: str = ENGINE_OPTION,
+    chat_template: bool = typer.Option(True, "--chat-template/--no-chat-template",
+                                       help="Render prompts as the training run will "
+                                       "(data.use_chat_template)."),
+) -> None:
+    """Add to each preference record a `reference_sample`: one reply to its prompt sampled
+    from the reference model at temperature 1 (what loss.name=xpo reads)."""
+    from prefalign.data.load import write_jsonl
+    from prefalign.stages.sampling import add_reference_samples
+    from prefalign.tasks import load_source
+
+    records = load_source(pairs, "preference")
+    sampler = _sampler(model, 1, max_new_tokens, 1.0, 1.0, batch_size, engine, chat_template)
+    sampled, empty = add_reference_samples(records, sampler, seed=seed, chunk_size=batch_size,
+                                           on_progress=_progress("sampled"))
+    write_jsonl(sampled, out)
+    typer.echo(f"{len(sampled)} of {len(records)} records with a reference sample"
+               + (f" ({empty} dropped: empty sample)" if empty else "") + f" -> {out}")
+
+
 def register(data_app: typer.Typer) -> None:
-    """Add ``label`` and ``synth-sft`` to the ``data`` app."""
+    """Add ``label``, ``synth-sft`` and ``reference-samples`` to the ``data`` app."""
     data_app.command("label")(label)
     data_app.command("synth-sft")(synth_sft)
+    data_app.command("reference-samples")(reference_samples)

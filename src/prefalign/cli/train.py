@@ -20,7 +20,7 @@ def loss_epilog() -> str:
     lines = ["Loss parameters (loss.<key>=value; each loss's default after 'default'):\n\n"]
     for key, per_loss in BUILTIN_LOSS_PARAMETERS.items():
         defaults = ", ".join(f"{name} {default!r}" for name, (default, _) in per_loss.items())
-        description = next((text for _, text in per_loss.values() if text), "")
+        description = " ".join(dict.fromkeys(text for _, text in per_loss.values() if text))
         lines.append(f"  loss.{key} (default {defaults}): {description}\n\n")
     return "".join(lines)
 

@@ -15,11 +15,13 @@ BUILTIN_LOSS_PARAMETERS: dict[str, dict[str, tuple[object, str]]] = {
         "dpo": (0.1, "β, the strength of the KL anchor."),
         "robust": (0.1, "β, the strength of the KL anchor."),
         "ipo": (0.1, "β, the strength of the KL anchor."),
+        "ipo_mean": (0.1, "β, the strength of the KL anchor."),
         "hinge": (0.1, "β, the strength of the KL anchor."),
         "simpo": (2.0, "β, the strength of the KL anchor."),
         "rpo": (0.1, "β, the strength of the KL anchor."),
         "caldpo": (0.1, "β, the strength of the KL anchor."),
         "drdpo": (0.1, "β, the strength of the KL anchor."),
+        "xpo": (0.1, "β, the strength of the KL anchor."),
     },
     "epsilon": {
         "dpo": (
@@ -42,6 +44,9 @@ BUILTIN_LOSS_PARAMETERS: dict[str, dict[str, tuple[object, str]]] = {
     "center_logits": {"dpo": (False, "dpo: subtract the batch mean of h.")},
     "gamma": {"simpo": (0.5, "simpo: target reward margin γ.")},
     "lam": {"orpo": (0.1, "orpo: weight λ of the odds-ratio term.")},
-    "alpha": {"rpo": (1.0, "rpo: weight α of the NLL term.")},
+    "alpha": {
+        "rpo": (1.0, "rpo: weight α of the NLL term."),
+        "xpo": (1e-05, "xpo: weight α of the exploration term α·log π(ỹ|x), ỹ ~ π_ref."),
+    },
     "beta_prime": {"drdpo": (1.0, "drdpo: temperature β′ of the soft minimum.")},
 }

@@ -29,12 +29,13 @@ class LossConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    name: str = Field("dpo", description="A registered preference loss: dpo, robust, ipo, "
-                      "hinge, simpo, orpo, rpo, caldpo, drdpo, or one registered with "
+    name: str = Field("dpo", description="A registered preference loss: dpo, robust, ipo "
+                      "(the paper's summed log-ratios), ipo_mean (per-token means, TRL's "
+                      "ipo), hinge, simpo, orpo, rpo, caldpo, drdpo, xpo (records need a "
+                      "reference_sample), or one registered with "
                       "prefalign.losses.preference.register_preference_loss.")
     average_log_prob: bool = Field(False, description="Use per-token mean log-probs instead "
-                                   "of sums, for any loss (with ipo: the per-token form "
-                                   "TRL uses; the paper sums).")
+                                   "of sums, for any loss (ipo with it equals ipo_mean).")
 
     @model_validator(mode="after")
     def _check_params(self) -> LossConfig:

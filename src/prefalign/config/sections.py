@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from prefalign.config.base import StrictModel
 from prefalign.config.lora import LoraSettings
@@ -28,11 +28,47 @@ class ModelConfig(StrictModel):
                           "reference (DPO margin 0, PPO ratio 1).")
 
 
+class MixtureSource(StrictModel):
+    """One source of a weighted training mixture."""
+
+    source: str = Field(..., min_length=1, description="A data source, as data.train takes.")
+    weight: float = Field(..., gt=0, allow_inf_nan=False, description="Relative share of "
+                          "the mixture's training records (any positive number).")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a positive number, got {value}")
+        return value
+
+
+def _mixture(value: list) -> list[MixtureSource]:
+    """``value`` as mixture sources, or a ValueError naming the first bad one in one line."""
+    if not value:
+        raise ValueError("a mixture needs at least one {source, weight}")
+    sources = []
+    for index, item in enumerate(value):
+        try:
+            sources.append(MixtureSource.model_validate(item))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = "".join(f" {part}" for part in first["loc"])
+            reason = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"mixture source {index}{where}: {reason} (each item is "
+                             f"{{source: ..., weight: ...}})") from None
+    return sources
+
+
 class DataConfig(StrictModel):
     """Where the data comes from and how it is tokenised."""
 
-    train: str = Field(..., description="Training data: a .jsonl/.json/.parquet/.csv path, "
-                       "'hf:NAME[:SPLIT]', or 'builtin:NAME'.")
+    train: str | list[MixtureSource] = Field(
+        ..., description="Training data: a .jsonl/.json/.parquet/.csv path, "
+        "'hf:NAME[:SPLIT]', or 'builtin:NAME'; or a weighted mixture "
+        "[{source: a.jsonl, weight: 0.7}, {source: 'builtin:arithmetic?n=200', weight: 0.3}] "
+        "of data.max_examples records (default: the sources' training records together), "
+        "each source's share proportional to its weight (prefalign.data.mixture).")
     eval: str | None = Field(None, description="Held-out data; if absent, eval_fraction of "
                              "train is split off by prompt.")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0,
@@ -43,7 +79,20 @@ class DataConfig(StrictModel):
         "keep_end", description="Which end of an over-long prompt to keep.")
     use_chat_template: bool = Field(True, description="Render prompts with the tokenizer's "
                                     "chat template.")
-    max_examples: int | None = Field(None, gt=0, description="Use at most this many training rows.")
+    max_examples: int | None = Field(None, gt=0, description="Use at most this many training "
+                                     "rows (a mixture: exactly this many).")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_mixture(cls, value: object) -> object:
+        return _mixture(value) if isinstance(value, list) else value
+
+    @property
+    def train_name(self) -> str:
+        """``train`` as text for messages: the source, or ``a.jsonl×0.7 + b×0.3``."""
+        if isinstance(self.train, str):
+            return self.train
+        return " + ".join(f"{part.source}×{part.weight:g}" for part in self.train)
 
 
 class TrainConfig(StrictModel):

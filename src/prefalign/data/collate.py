@@ -10,7 +10,9 @@ All padding is on the right. Shapes: ``B`` examples, ``T`` the longest row.
   cannot attend to each other. That detection needs ``use_cache=False`` in the
   forward call (with a KV cache present, transformers keeps a plain causal mask).
 * ``collate_preference``: ``2B`` rows, chosen (``prompt + chosen``) in rows
-  ``0..B-1`` and rejected (``prompt + rejected``) in rows ``B..2B-1``.
+  ``0..B-1`` and rejected (``prompt + rejected``) in rows ``B..2B-1``; with
+  ``samples``, ``3B`` rows, the reference samples (``prompt + sample``, XPO) in
+  rows ``2B..3B-1``.
 * ``collate_unpaired``: ``B`` rows of ``prompt + completion`` and a bool label.
 
 ``completion_mask[i, t] = 1`` exactly when ``input_ids[i, t]`` is a completion
@@ -119,20 +121,25 @@ def _collate_completions(prompts: Sequence[Sequence[int]], completions: Sequence
     }
 
 
-def collate_preference(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """One batch of ``2B`` rows: chosen rows ``0..B-1``, then rejected rows ``B..2B-1``.
+def collate_preference(examples: Sequence[dict], pad_id: int,
+                       samples: bool = False) -> dict[str, torch.Tensor]:
+    """One batch of ``2B`` rows: chosen rows ``0..B-1``, then rejected rows ``B..2B-1``;
+    with ``samples``, then each example's ``sample_ids`` in rows ``2B..3B-1``.
 
-    Returns ``input_ids``, ``attention_mask``, ``completion_mask`` ``[2B, T]``;
-    ``prompt_lengths``, ``chosen_lengths``, ``rejected_lengths`` ``[B]`` (token
-    counts); and ``margin`` ``[B]`` when every example has one.
+    Returns ``input_ids``, ``attention_mask``, ``completion_mask`` ``[2B or 3B, T]``;
+    ``prompt_lengths``, ``chosen_lengths``, ``rejected_lengths`` (and
+    ``sample_lengths``) ``[B]`` (token counts); and ``margin`` ``[B]`` when every
+    example has one.
     """
     prompts = [example["prompt_ids"] for example in examples]
-    chosen = [example["chosen_ids"] for example in examples]
-    rejected = [example["rejected_ids"] for example in examples]
-    batch = _collate_completions(prompts + prompts, chosen + rejected, pad_id)
+    fields = ("chosen", "rejected", "sample") if samples else ("chosen", "rejected")
+    completions = {name: [example[f"{name}_ids"] for example in examples] for name in fields}
+    batch = _collate_completions(prompts * len(fields),
+                                 [ids for name in fields for ids in completions[name]], pad_id)
     batch["prompt_lengths"] = torch.tensor([len(ids) for ids in prompts], dtype=torch.long)
-    batch["chosen_lengths"] = torch.tensor([len(ids) for ids in chosen], dtype=torch.long)
-    batch["rejected_lengths"] = torch.tensor([len(ids) for ids in rejected], dtype=torch.long)
+    for name in fields:
+        batch[f"{name}_lengths"] = torch.tensor([len(ids) for ids in completions[name]],
+                                                dtype=torch.long)
     if examples and all("margin" in example for example in examples):
         batch["margin"] = torch.tensor([example["margin"] for example in examples],
                                        dtype=torch.float32)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from prefalign.data.schema import validate_records
+from prefalign.data.schema import Required, validate_records
 from prefalign.errors import DataError
 
 HF_PREFIX = "hf:"
@@ -144,9 +144,10 @@ def read_rows(source: str | Path) -> Rows:
         raise DataError(f"not UTF-8 text: {error.reason}", file=str(path)) from None
 
 
-def load_records(source: str | Path, kind: str) -> list[dict]:
-    """Read ``source`` and validate every row as a record of ``kind``."""
-    return validate_records(read_rows(source), kind, file=str(source))
+def load_records(source: str | Path, kind: str, require: Required | None = None) -> list[dict]:
+    """Read ``source`` and validate every row as a record of ``kind`` (that has every
+    field of ``require``, see ``prefalign.data.schema.validate_record``)."""
+    return validate_records(read_rows(source), kind, file=str(source), require=require)
 
 
 def canonical_json(value: Any) -> str:

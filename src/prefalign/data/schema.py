@@ -11,7 +11,9 @@ kind           normalised record
 =============  ==============================================================
 ``sft``        ``{"prompt", "completion"}``; a ``{"messages"}`` row becomes
                ``prompt = messages[:-1]``, ``completion = [messages[-1]]``
-``preference`` ``{"prompt", "chosen", "rejected"}`` (+ ``margin``); a row with
+``preference`` ``{"prompt", "chosen", "rejected"}`` (+ ``margin``, + optional
+               ``reference_sample``: a reply to the prompt sampled from the
+               reference model, which the ``xpo`` loss needs); a row with
                no prompt whose chosen/rejected are whole conversations gets
                their shared message prefix as its prompt
 ``unpaired``   ``{"prompt", "completion", "label": bool}``
@@ -24,11 +26,11 @@ kind           normalised record
                other fields (``kind``, ``first_wrong``, ``problem``) are kept
 =============  ==============================================================
 
-Completions (``completion``, ``chosen``, ``rejected``, ``response``) that are
-message lists hold assistant messages only. An optional ``metadata`` object is
-kept on every kind. Records carry no line numbers: ``validate_records`` returns
-them in input order, and the line of record ``i`` is the ``i``-th line number
-given by ``prefalign.data.load.read_rows``.
+Completions (``completion``, ``chosen``, ``rejected``, ``reference_sample``,
+``response``) that are message lists hold assistant messages only. An optional
+``metadata`` object is kept on every kind. Records carry no line numbers:
+``validate_records`` returns them in input order, and the line of record ``i``
+is the ``i``-th line number given by ``prefalign.data.load.read_rows``.
 
 Files without types (CSV) deliver every cell as text, so numeric fields accept a
 string holding a number and ``label`` accepts ``"true"/"false"/"1"/"0"``. A
@@ -45,6 +47,7 @@ from prefalign.errors import ConfigError, DataError
 
 RECORD_KINDS = ("sft", "preference", "unpaired", "prompt", "rated", "steps")
 CHAT_ROLES = ("system", "user", "assistant", "tool")
+REFERENCE_SAMPLE = "reference_sample"
 _LABEL_TEXT = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -228,6 +231,9 @@ def _validate_preference(row: Mapping[str, Any], where: _Where) -> dict:
     record: dict[str, Any] = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     if row.get("margin") is not None:
         record["margin"] = _check_number(row["margin"], "margin", where)
+    if row.get(REFERENCE_SAMPLE) is not None:
+        record[REFERENCE_SAMPLE] = _check_conversation(row[REFERENCE_SAMPLE], REFERENCE_SAMPLE,
+                                                       where, assistant_only=True)
     return _with_metadata(record, row, where)
 
 
@@ -293,30 +299,41 @@ _VALIDATORS = {
 def check_kind(kind: str) -> str:
     """Return ``kind`` if it is a record kind, else raise ``ConfigError`` listing them."""
     if kind not in _VALIDATORS:
-        raise ConfigError(f"unknown record kind {kind!r}; expected one of {', '.join(RECORD_KINDS)}")
+        raise ConfigError(f"unknown record kind {kind!r}; expected one of "
+                          f"{', '.join(RECORD_KINDS)}")
     return kind
 
 
+Required = Mapping[str, str]
+"""Optional fields a caller needs present, each with why: ``{"reference_sample": "..."}``."""
+
+
 def validate_record(row: Any, kind: str, file: str | None = None,
-                    line: int | None = None) -> dict:
+                    line: int | None = None, require: Required | None = None) -> dict:
     """Validate one raw row of ``kind`` and return its normalised record.
 
     Raises ``DataError`` (with ``file``, ``line`` and the offending field) for a
-    missing field, a wrong type, empty text or a malformed chat message.
+    missing field, a wrong type, empty text or a malformed chat message, and for a
+    record without a field of ``require`` (the message says why it is needed).
     """
     validator = _VALIDATORS[check_kind(kind)]
     where = _Where(file, line)
     if not isinstance(row, Mapping):
         raise where.error(f"expected a JSON object, got {_type_name(row)}")
-    return validator(row, where)
+    record = validator(row, where)
+    for name, reason in (require or {}).items():
+        if record.get(name) is None:
+            present = ", ".join(sorted(record)) or "none"
+            raise where.error(f"missing; {reason} (fields present: {present})", name)
+    return record
 
 
 def validate_records(rows: Iterable[tuple[int, Any] | Mapping[str, Any]], kind: str,
-                     file: str | None = None) -> list[dict]:
+                     file: str | None = None, require: Required | None = None) -> list[dict]:
     """Validate many rows and return their records in the same order.
 
     ``rows`` are the ``(line, row)`` pairs of ``read_rows``, or bare rows, which
-    are numbered 1, 2, ... in order.
+    are numbered 1, 2, ... in order. ``require``: as in :func:`validate_record`.
     """
     check_kind(kind)
     records = []
@@ -325,5 +342,5 @@ def validate_records(rows: Iterable[tuple[int, Any] | Mapping[str, Any]], kind: 
             line, row = item
         else:
             line, row = index + 1, item
-        records.append(validate_record(row, kind, file=file, line=line))
+        records.append(validate_record(row, kind, file=file, line=line, require=require))
     return records

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prefalign.data.schema import UnusableRecord, check_kind
+from prefalign.data.schema import REFERENCE_SAMPLE, UnusableRecord, check_kind
 from prefalign.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -162,19 +162,28 @@ def encode_sft(record: dict, tokenizer: PreTrainedTokenizerBase, max_length: int
 
 def encode_preference(record: dict, tokenizer: PreTrainedTokenizerBase,
                       max_length: int | None = None, max_prompt_length: int | None = None,
-                      truncation: str = "keep_end",
-                      use_chat_template: bool = True) -> dict[str, Any]:
-    """``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (+ ``margin`` when the record has one).
+                      truncation: str = "keep_end", use_chat_template: bool = True,
+                      reference_sample: bool = False) -> dict[str, Any]:
+    """``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (+ ``margin`` when the record has one;
+    + ``sample_ids``, the record's ``reference_sample``, with ``reference_sample=True``).
 
-    ``max_length`` bounds ``prompt + chosen`` and ``prompt + rejected`` each.
+    ``max_length`` bounds ``prompt + chosen``, ``prompt + rejected`` (and ``prompt +
+    sample``) each.
     """
-    prompt_ids, (chosen_ids, rejected_ids) = _encode(
-        record["prompt"], [record["chosen"], record["rejected"]], tokenizer, max_length,
-        max_prompt_length, truncation, use_chat_template)
-    if chosen_ids == rejected_ids:
+    completions = [record["chosen"], record["rejected"]]
+    if reference_sample:
+        if record.get(REFERENCE_SAMPLE) is None:
+            raise DataError("missing: the record needs a reply sampled from the reference "
+                            "model", field=REFERENCE_SAMPLE)
+        completions.append(record[REFERENCE_SAMPLE])
+    prompt_ids, completion_ids = _encode(record["prompt"], completions, tokenizer, max_length,
+                                         max_prompt_length, truncation, use_chat_template)
+    if completion_ids[0] == completion_ids[1]:
         raise UnusableRecord(IDENTICAL_PAIR)
-    example: dict[str, Any] = {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids,
-                               "rejected_ids": rejected_ids}
+    example: dict[str, Any] = {"prompt_ids": prompt_ids, "chosen_ids": completion_ids[0],
+                               "rejected_ids": completion_ids[1]}
+    if reference_sample:
+        example["sample_ids"] = completion_ids[2]
     if "margin" in record:
         example["margin"] = float(record["margin"])
     return example
@@ -212,7 +221,8 @@ class SkipReport:
         return sum(self.counts.values())
 
     def summary(self) -> str:
-        """One line, e.g. ``kept 98 of 100 records; skipped 2: chosen identical ... (records 4, 9)``."""
+        """One line, e.g. ``kept 98 of 100 records; skipped 2: chosen identical ...
+        (records 4, 9)``."""
         line = f"kept {self.total - self.skipped} of {self.total} records"
         if self.counts:
             reasons = "; ".join(

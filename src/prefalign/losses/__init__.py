@@ -25,6 +25,7 @@ from prefalign.losses.preference import (
     preference_loss,
     requires_lengths,
     requires_reference,
+    requires_reference_sample,
 )
 from prefalign.losses.reward import RewardLossOutput, bradley_terry_loss, regression_loss
 from prefalign.losses.unpaired import KTOLossOutput, kto_kl_estimate, kto_loss
@@ -35,5 +36,5 @@ __all__ = [
     "bradley_terry_loss", "gae", "grpo_advantages", "kl_penalty", "kto_kl_estimate",
     "kto_loss", "loss_params", "masked_mean", "masked_whiten", "policy_clip_loss",
     "preference_loss", "regression_loss", "reinforce_pp_advantages", "requires_lengths",
-    "requires_reference", "rloo_advantages", "value_loss",
+    "requires_reference", "requires_reference_sample", "rloo_advantages", "value_loss",
 ]

@@ -4,7 +4,8 @@ Every loss takes 1-D tensors of shape ``[B]``: the policy's (and, where the
 method needs one, the reference model's) log-probabilities of the chosen and the
 rejected completion, each the *sum* over completion tokens (or the per-token
 mean under ``loss.average_log_prob``), and, where the method works per token,
-the completion lengths in tokens. Hyperparameters are keyword-only arguments
+the completion lengths in tokens; XPO also takes the policy's log-probability of a
+reply sampled from the reference model. Hyperparameters are keyword-only arguments
 whose annotations carry their valid range (``Beta``, ``Epsilon``, ...): the
 config reads names, defaults and ranges from these signatures
 (``prefalign.losses.preference``). Each returns a :class:`PreferenceLossOutput`.
@@ -13,6 +14,7 @@ Notation shared by the docstrings::
 
     rc = πc − refc,  rr = πr − refr,  h = rc − rr          (implicit rewards, margin)
     āc = πc / Lc,    ār = πr / Lr                          (per-token mean log-probs)
+    πs = log π_θ(ỹ|x), ỹ ~ π_ref(·|x)                       (XPO's reference sample)
     σ  = logistic function
 """
 
@@ -36,6 +38,8 @@ CenterLogits = Annotated[bool, Field(description="dpo: subtract the batch mean o
 Gamma = Annotated[float, Field(description="simpo: target reward margin γ.")]
 Lam = Annotated[float, Field(gt=0, description="orpo: weight λ of the odds-ratio term.")]
 Alpha = Annotated[float, Field(ge=0, description="rpo: weight α of the NLL term.")]
+ExplorationAlpha = Annotated[float, Field(ge=0, description="xpo: weight α of the "
+                                           "exploration term α·log π(ỹ|x), ỹ ~ π_ref.")]
 BetaPrime = Annotated[float, Field(gt=0, description="drdpo: temperature β′ of the soft "
                                    "minimum.")]
 
@@ -146,8 +150,7 @@ def ipo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     eq. 17: ``log(π(y_w)π_ref(y_l) / π(y_l)π_ref(y_w))``). Rewards: ``β·rc``, ``β·rr``.
 
     Per-token means instead of sums (``h̄ = rc/Lc − rr/Lr``, TRL's ``ipo``) are a
-    convention, not the paper's: select it with ``loss.average_log_prob=true``,
-    which divides every log-prob by its completion length before the loss.
+    convention, not the paper's: that form is :func:`ipo_mean_loss` (``ipo_mean``).
 
     Paper: Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning
     from Human Preferences", arXiv 2310.12036. Shapes: inputs ``[B]``; outputs ``[B]``.
@@ -156,6 +159,25 @@ def ipo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     rejected_rewards = policy_rejected_logps - ref_rejected_logps
     losses = (chosen_rewards - rejected_rewards - 1.0 / (2.0 * beta)) ** 2
     return _output(losses, beta * chosen_rewards, beta * rejected_rewards)
+
+
+def ipo_mean_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
+                  ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
+                  chosen_lengths: Tensor, rejected_lengths: Tensor, *,
+                  beta: Beta = 0.1) -> PreferenceLossOutput:
+    """IPO on per-token mean log-probs: the length-averaged form TRL calls ``ipo``.
+
+    ``loss_i = (rc_i/Lc_i − rr_i/Lr_i − 1/(2β))²``: :func:`ipo_loss` with every
+    log-prob divided by its completion length, so the target margin is per token
+    and long replies do not dominate. Rewards: ``β·rc/Lc``, ``β·rr/Lr``.
+
+    Paper: Azar et al. 2023, arXiv 2310.12036 (the loss; the paper sums); averaging
+    as in TRL's ``DPOTrainer(loss_type="ipo")``. Shapes: inputs ``[B]``; outputs ``[B]``.
+    """
+    return ipo_loss(policy_chosen_logps / chosen_lengths,
+                    policy_rejected_logps / rejected_lengths,
+                    ref_chosen_logps / chosen_lengths, ref_rejected_logps / rejected_lengths,
+                    beta=beta)
 
 
 def hinge_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
@@ -277,3 +299,27 @@ def drdpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     batch = dpo.losses.numel()
     loss = -beta_prime * (torch.logsumexp(-dpo.losses / beta_prime, dim=0) - math.log(batch))
     return _output(dpo.losses, dpo.chosen_rewards, dpo.rejected_rewards, loss=loss)
+
+
+def xpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
+             ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
+             policy_ref_sample_logps: Tensor, *, beta: Beta = 0.1,
+             alpha: ExplorationAlpha = 1e-5) -> PreferenceLossOutput:
+    """Exploratory Preference Optimization: DPO plus an exploration term on reference samples.
+
+    ``loss_i = −log σ(β·h_i) + α·πs_i`` with ``πs = log π_θ(ỹ|x)`` for a reply ``ỹ``
+    sampled from π_ref for the same prompt. Minimising ``α·πs`` lowers the policy's
+    likelihood of what the reference already says, which pushes it to explore
+    beyond the reference's support (optimism, made implicit). Offline, ``ỹ`` is a
+    fixed sample stored with the pair (``reference_sample``), drawn once before
+    training, rather than a fresh one per iteration. Rewards: ``β·rc``, ``β·rr``.
+    The default α is TRL's ``XPOConfig`` default.
+
+    Paper: Xie et al. 2024, "Exploratory Preference Optimization: Harnessing Implicit
+    Q*-Approximation for Sample-Efficient RLHF", arXiv 2405.21046 (Algorithm 1).
+    Shapes: inputs ``[B]``; outputs ``[B]``.
+    """
+    dpo = dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                   ref_rejected_logps, beta=beta)
+    losses = dpo.losses + alpha * policy_ref_sample_logps
+    return _output(losses, dpo.chosen_rewards, dpo.rejected_rewards)

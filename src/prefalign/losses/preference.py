@@ -2,7 +2,8 @@
 
 The losses themselves are pure functions (``dpo_family.py``; see its notation).
 A loss's signature is its whole declaration: tensor inputs are its positional
-parameters (``policy_chosen_logps``, ..., ``chosen_lengths``), hyperparameters
+parameters (``policy_chosen_logps``, ..., ``chosen_lengths``,
+``policy_ref_sample_logps``), hyperparameters
 its keyword-only ones, with defaults and (through ``Annotated``) valid ranges.
 The config (``LossConfig``: ``name`` plus any hyperparameters) is checked
 against these signatures by :func:`validate_loss_params`, and ``--help`` lists
@@ -35,27 +36,32 @@ from prefalign.losses.dpo_family import (
     drdpo_loss,
     hinge_loss,
     ipo_loss,
+    ipo_mean_loss,
     log1mexp,
     orpo_loss,
     robust_dpo_loss,
     rpo_loss,
     simpo_loss,
+    xpo_loss,
 )
 
 PREFERENCE_LOSSES: dict[str, Callable[..., PreferenceLossOutput]] = {
     "dpo": dpo_loss,
     "robust": robust_dpo_loss,
     "ipo": ipo_loss,
+    "ipo_mean": ipo_mean_loss,
     "hinge": hinge_loss,
     "simpo": simpo_loss,
     "orpo": orpo_loss,
     "rpo": rpo_loss,
     "caldpo": caldpo_loss,
     "drdpo": drdpo_loss,
+    "xpo": xpo_loss,
 }
 
 _TENSOR_INPUTS = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps",
-                  "ref_rejected_logps", "chosen_lengths", "rejected_lengths")
+                  "ref_rejected_logps", "chosen_lengths", "rejected_lengths",
+                  "policy_ref_sample_logps")
 
 
 def register_preference_loss(name: str, function: Callable[..., PreferenceLossOutput]
@@ -63,7 +69,8 @@ def register_preference_loss(name: str, function: Callable[..., PreferenceLossOu
     """Make ``function`` available as ``loss.name=<name>``; its keyword-only
     parameters become ``loss.<param>`` keys. Positional parameters must be named
     from ``policy_chosen_logps``, ``policy_rejected_logps``, ``ref_chosen_logps``,
-    ``ref_rejected_logps``, ``chosen_lengths``, ``rejected_lengths``."""
+    ``ref_rejected_logps``, ``chosen_lengths``, ``rejected_lengths`` and
+    ``policy_ref_sample_logps`` (the policy's log-prob of a reply sampled from π_ref)."""
     unknown = [p.name for p in inspect.signature(function).parameters.values()
                if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
                and p.name not in _TENSOR_INPUTS]
@@ -157,6 +164,13 @@ def requires_lengths(name: str) -> bool:
     return "chosen_lengths" in _signature_parts(name)[0]
 
 
+def requires_reference_sample(name: str) -> bool:
+    """Whether loss ``name`` needs the policy's log-prob of a reply sampled from π_ref
+    (XPO's exploration term): its records must carry a ``reference_sample``."""
+    _check_name(name)
+    return "policy_ref_sample_logps" in _signature_parts(name)[0]
+
+
 REFERENCE_FREE: frozenset[str] = frozenset(
     name for name in PREFERENCE_LOSSES if not requires_reference(name))
 
@@ -170,12 +184,14 @@ def preference_loss(name: str, policy_chosen_logps: Tensor, policy_rejected_logp
                     ref_rejected_logps: Tensor | None = None,
                     chosen_lengths: Tensor | None = None,
                     rejected_lengths: Tensor | None = None,
+                    policy_ref_sample_logps: Tensor | None = None,
                     **params: object) -> PreferenceLossOutput:
     """Compute the paired preference loss ``name`` (a key of ``PREFERENCE_LOSSES``).
 
     Log-probs are sums over completion tokens and lengths are completion token
-    counts, all of shape ``[B]``. Reference log-probs are ignored by reference-free
-    losses and lengths by losses that do not use them.
+    counts, all of shape ``[B]``; ``policy_ref_sample_logps`` is the policy's summed
+    log-prob of a reply sampled from π_ref (XPO). Inputs a loss does not take
+    (reference log-probs for reference-free losses, lengths, samples) are ignored.
     Raises ``LossArgumentError`` (a ``ValueError``) for an unknown name, an unknown
     hyperparameter, a missing input, or inputs of mismatched shapes.
     """
@@ -188,7 +204,8 @@ def preference_loss(name: str, policy_chosen_logps: Tensor, policy_rejected_logp
             f"loss '{name}' got unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
     given = dict(zip(_TENSOR_INPUTS, (policy_chosen_logps, policy_rejected_logps,
                                       ref_chosen_logps, ref_rejected_logps,
-                                      chosen_lengths, rejected_lengths)))
+                                      chosen_lengths, rejected_lengths,
+                                      policy_ref_sample_logps)))
     missing = [key for key in inputs if given[key] is None]
     if missing:
         raise LossArgumentError(
@@ -213,8 +230,9 @@ def preference_loss(name: str, policy_chosen_logps: Tensor, policy_rejected_logp
 
 __all__ = [
     "PREFERENCE_LOSSES", "REFERENCE_FREE", "LossArgumentError", "PreferenceLossOutput",
-    "caldpo_loss", "dpo_loss", "drdpo_loss", "hinge_loss", "ipo_loss", "log1mexp",
-    "loss_parameter_table", "loss_params", "orpo_loss", "preference_loss",
+    "caldpo_loss", "dpo_loss", "drdpo_loss", "hinge_loss", "ipo_loss", "ipo_mean_loss",
+    "log1mexp", "loss_parameter_table", "loss_params", "orpo_loss", "preference_loss",
     "register_preference_loss", "requires_lengths", "requires_reference",
-    "robust_dpo_loss", "rpo_loss", "simpo_loss", "validate_loss_params",
+    "requires_reference_sample", "robust_dpo_loss", "rpo_loss", "simpo_loss",
+    "validate_loss_params", "xpo_loss",
 ]

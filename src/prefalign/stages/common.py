@@ -11,13 +11,15 @@ import torch
 from prefalign.config import DataConfig, ModelConfig, RunConfig
 from prefalign.data.collate import length_grouped_batches
 from prefalign.data.load import dataset_fingerprint
+from prefalign.data.mixture import mix
+from prefalign.data.schema import Required
 from prefalign.data.split import HELD_OUT_SALT, check_leakage, split_records
 from prefalign.engine.checkpoint import list_checkpoints
 from prefalign.engine.rundir import RunDir
 from prefalign.errors import PrefalignError
 from prefalign.models.dropout import disable_dropout
 from prefalign.models.load import load_model
-from prefalign.tasks import content_key, load_source
+from prefalign.tasks import content_key, load_source, prompt_key
 
 
 def _has_progress(run: RunDir, allow_phases: bool) -> bool:
@@ -46,26 +48,52 @@ def start_run(run: RunDir, cfg: RunConfig, resume: bool, progress: bool) -> RunD
     return run
 
 
-def load_train_eval(data: DataConfig, kind: str, seed: int) -> tuple[list[dict], list[dict]]:
+def _split_source(records: list[dict], source: str, data: DataConfig, kind: str, seed: int,
+                  held_out: list[dict] | None) -> tuple[list[dict], list[dict]]:
+    """A source's training records and the held-out share split off it by its content key
+    (none when ``held_out``, the ``data.eval`` records, is given: then checked for leakage)."""
+    key = content_key(source, kind)
+    if held_out is not None:
+        check_leakage({"train": records, "eval": held_out}, key)
+        return records, []
+    if data.eval_fraction > 0:
+        parts = split_records(records, {"train": 1 - data.eval_fraction,
+                                        "eval": data.eval_fraction}, seed, key,
+                              salt=HELD_OUT_SALT)
+        return parts["train"], parts["eval"]
+    return records, []
+
+
+def load_train_eval(data: DataConfig, kind: str, seed: int,
+                    require: Required | None = None) -> tuple[list[dict], list[dict]]:
     """Training and held-out records. Held-out records come from ``data.eval`` or are
     ``eval_fraction`` split off; either way no held-out record shares its content key
     with a training one: the training source's task's content key (a problem, whatever
-    its wording or order of operands), else the prompt."""
-    train = load_source(data.train, kind)
-    key = content_key(data.train, kind)
-    if data.eval is not None:
-        held_out = load_source(data.eval, kind)
-        check_leakage({"train": train, "eval": held_out}, key)
-    elif data.eval_fraction > 0:
-        parts = split_records(train, {"train": 1 - data.eval_fraction,
-                                      "eval": data.eval_fraction}, seed, key, salt=HELD_OUT_SALT)
-        train, held_out = parts["train"], parts["eval"]
+    its wording or order of operands), else the prompt. ``require``: fields every record
+    must carry (``{field: why}``), else a ``DataError`` naming file, line and field.
+
+    A weighted mixture (``data.train`` a list of ``{source, weight}``): each source is
+    split by its own content key first, the held-out shares pooled; the training shares
+    are mixed (``prefalign.data.mixture``) into ``data.max_examples`` records, or as
+    many as they hold together, seeded by ``seed``; held-out and mixed training records
+    share no prompt either, across sources."""
+    mixture = [(data.train, 1.0)] if isinstance(data.train, str) else \
+        [(part.source, part.weight) for part in data.train]
+    loaded = [load_source(source, kind, require) for source, _ in mixture]
+    given = load_source(data.eval, kind, require) if data.eval is not None else None
+    parts = [_split_source(records, source, data, kind, seed, given)
+             for records, (source, _) in zip(loaded, mixture)]
+    held_out = given if given is not None else [r for _, split_off in parts for r in split_off]
+    if isinstance(data.train, str):
+        train = parts[0][0][: data.max_examples]
     else:
-        held_out = []
-    if data.max_examples is not None:
-        train = train[: data.max_examples]
+        shares = [train_part for train_part, _ in parts]
+        train = mix(shares, [weight for _, weight in mixture],
+                    data.max_examples or sum(map(len, shares)), seed,
+                    names=[source for source, _ in mixture])
+        check_leakage({"train": train, "eval": held_out}, prompt_key)
     if not train:
-        raise PrefalignError(f"{data.train}: no training records")
+        raise PrefalignError(f"{data.train_name}: no training records")
     return train, held_out
 
 

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from prefalign.config import ModelConfig, TrainConfig
+from prefalign.data.schema import Required
 from prefalign.data.tokenize import encode_dataset
 from prefalign.engine import distributed
 from prefalign.engine.loop import Engine, TrainResult, seed_everything
@@ -155,11 +156,13 @@ class Lifecycle:
         seed_everything(self.cfg.train.seed)
         return self.run
 
-    def load_data(self, kind: str) -> tuple[list[dict], list[dict]]:
+    def load_data(self, kind: str, require: Required | None = None
+                  ) -> tuple[list[dict], list[dict]]:
         """Training and held-out records: eval file (leakage-checked) or a split, both by
         the training source's content key (``load_train_eval``), training rows capped at
-        ``data.max_examples``."""
-        return load_train_eval(self.cfg.data, kind, self.cfg.train.seed)
+        ``data.max_examples`` (or a weighted mixture of that many); ``require``: fields
+        every record must carry, ``{field: why}``."""
+        return load_train_eval(self.cfg.data, kind, self.cfg.train.seed, require)
 
     def load_models(self, needs_reference: bool = False) -> Models:
         """The policy (``load_policy``), its tokenizer and, if needed, the reference."""

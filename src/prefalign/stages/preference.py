@@ -5,7 +5,10 @@ it: the pair encoding, the reference log-probs (by default computed once, under
 the training autocast, and cached on disk: ``reference.py``), optional
 noisy-pair filtering by reference margin, optional phases (run in order from the
 previous phase's weights, each with its own epochs, loss settings and filter),
-and an optional verifier pass rate before and after training. The step is
+and an optional verifier pass rate before and after training. A loss that
+needs a reply sampled from the reference model (XPO) reads it from each
+record's ``reference_sample`` and refuses a record without one (make them with
+``prefalign data reference-samples``: ``stages.sampling.add_reference_samples``). The step is
 ``preference_algorithm.PreferenceAlgorithm``.
 """
 
@@ -14,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prefalign.config import PreferenceConfig, TrainConfig
+from prefalign.data.schema import REFERENCE_SAMPLE, Required
 from prefalign.data.tokenize import encode_preference
 from prefalign.engine.loop import TrainResult
 from prefalign.engine.metrics import MetricsLogger
 from prefalign.engine.rundir import RunDir, atomic_write_json
 from prefalign.errors import ConfigError
 from prefalign.eval.verifier import pass_rate
-from prefalign.losses.preference import requires_reference
+from prefalign.losses.preference import requires_reference, requires_reference_sample
 from prefalign.models.save import save_model
 from prefalign.models.token_logprobs import CompletionLogprobModel, supports_mask_4d
 from prefalign.stages.lifecycle import Lifecycle
@@ -48,6 +52,16 @@ def check_config(cfg: PreferenceConfig) -> None:
                           "before training: it needs reference.precompute=true")
     if cfg.verify != "none":
         verifier_fields(cfg.verify)
+
+
+def sample_requirement(cfg: PreferenceConfig) -> Required | None:
+    """``{"reference_sample": why}`` when a loss of the run needs reference samples."""
+    names = [loss.name for loss in cfg.phase_losses() if requires_reference_sample(loss.name)]
+    if not names:
+        return None
+    return {REFERENCE_SAMPLE: f"loss {names[0]} needs a reply sampled from the reference "
+                              f"model for the prompt; add them with `prefalign data "
+                              f"reference-samples`"}
 
 
 def verifier_fields(name: str) -> tuple[str, ...]:
@@ -149,12 +163,16 @@ def run_preference(cfg: PreferenceConfig, resume: bool = False,
         or any(fraction > 0 for fraction in _filters(cfg))
     life = Lifecycle(cfg, "dpo", resume, on_step_end)
     life.setup(allow_phases=bool(cfg.phases))
-    train_records, eval_records = life.load_data("preference")
+    require = sample_requirement(cfg)
+    train_records, eval_records = life.load_data("preference", require)
     checked = verify_records(cfg, eval_records) if cfg.verify != "none" else []
     models = life.load_models(needs_reference)
     tokenizer, pad_id = models.tokenizer, models.tokenizer.pad_token_id
-    examples = life.encode(train_records, encode_preference, tokenizer)
-    eval_examples = life.encode(eval_records, encode_preference, tokenizer, label="eval")
+    samples = require is not None
+    examples = life.encode(train_records, encode_preference, tokenizer,
+                           reference_sample=samples)
+    eval_examples = life.encode(eval_records, encode_preference, tokenizer, label="eval",
+                                reference_sample=samples)
     policy = CompletionLogprobModel(models.policy)
     reference = batch_reference(models.reference)
     sharing = cfg.prefix_sharing and all(supports_mask_4d(m) for m in (policy, reference.model)

@@ -2,7 +2,9 @@
 
 Chosen and rejected go through the policy in one forward pass, by default as
 one prefix-shared row per pair (``prefalign.data.collate_shared``: the prompt is
-computed once), otherwise as ``2B`` concatenated rows; log-probs are summed
+computed once), otherwise as ``2B`` concatenated rows; a loss that needs the
+policy's log-prob of a reference sample (XPO) gets it from the same pass (a
+third segment of the shared row, or ``B`` more rows). Log-probs are summed
 over completion tokens (or averaged with ``loss.average_log_prob``), and the
 loss is any entry of the registry ``prefalign.losses.preference``. A batch's
 reference log-probs come from ``Reference``: precomputed (carried in the
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -20,7 +23,7 @@ from prefalign.config import LossConfig
 from prefalign.data.collate import collate_preference
 from prefalign.data.collate_shared import collate_preference_shared, shared_row_length
 from prefalign.engine.algorithm import StepOutput
-from prefalign.losses.preference import preference_loss
+from prefalign.losses.preference import preference_loss, requires_reference_sample
 from prefalign.models.token_logprobs import CompletionLogprobModel
 from prefalign.stages.common import BatchPlan, to_device
 from prefalign.stages.lifecycle import ReferenceModel
@@ -69,18 +72,23 @@ def filter_noisy_pairs(examples: list[dict], ref: ReferenceLogps,
 
 def configured_loss(loss: LossConfig, policy_c: torch.Tensor, policy_r: torch.Tensor,
                     ref_c: torch.Tensor | None, ref_r: torch.Tensor | None,
-                    chosen_len: torch.Tensor, rejected_len: torch.Tensor):
-    """The loss ``loss`` asks for on summed log-probs ``[B]``: with
-    ``average_log_prob`` every log-prob is first divided by its completion length
-    (and the lengths become 1). Returns the output and the policy log-probs used."""
+                    chosen_len: torch.Tensor, rejected_len: torch.Tensor,
+                    sample: torch.Tensor | None = None, sample_len: torch.Tensor | None = None):
+    """The loss ``loss`` asks for on summed log-probs ``[B]`` (``sample``: the policy's
+    log-probs of the reference samples, for XPO): with ``average_log_prob`` every
+    log-prob, the sample's too, is first divided by its completion length (and the
+    lengths become 1). Returns the output and the policy log-probs used (chosen,
+    rejected, sample)."""
     if loss.average_log_prob:
         policy_c, policy_r = policy_c / chosen_len, policy_r / rejected_len
         if ref_c is not None:
             ref_c, ref_r = ref_c / chosen_len, ref_r / rejected_len
+        if sample is not None:
+            sample = sample / sample_len
         chosen_len, rejected_len = torch.ones_like(chosen_len), torch.ones_like(rejected_len)
     out = preference_loss(loss.name, policy_c, policy_r, ref_c, ref_r, chosen_len,
-                          rejected_len, **loss.params())
-    return out, policy_c, policy_r
+                          rejected_len, sample, **loss.params())
+    return out, policy_c, policy_r, sample
 
 
 class PreferenceAlgorithm:
@@ -92,11 +100,14 @@ class PreferenceAlgorithm:
         self.examples, self.eval_examples = examples, eval_examples
         self.loss, self.reference, self.pad_id = loss, reference, pad_id
         self.batch_size = batch_size
-        self.collate = collate_preference_shared if prefix_sharing else collate_preference
+        self.samples = requires_reference_sample(loss.name)
+        self.collate = partial(collate_preference_shared if prefix_sharing
+                               else collate_preference, samples=self.samples)
         if prefix_sharing:
-            lengths = [shared_row_length(e) for e in examples]
+            lengths = [shared_row_length(e, self.samples) for e in examples]
         else:
-            lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"]))
+            fields = ("chosen_ids", "rejected_ids", "sample_ids")[:3 if self.samples else 2]
+            lengths = [len(e["prompt_ids"]) + max(len(e[name]) for name in fields)
                        for e in examples]
         self.plan = BatchPlan(lengths, batch_size, seed, self._collate_train)
 
@@ -125,21 +136,20 @@ class PreferenceAlgorithm:
             return batch["ref_chosen"], batch["ref_rejected"]
         ref_model = self.reference.model or model
         with torch.no_grad(), self.reference.context(model):
-            sums = pair_logps(ref_model, batch)
-        half = sums.shape[0] // 2
-        return sums[:half], sums[half:]
+            sums = pair_logps(ref_model, batch).view(-1, batch["chosen_lengths"].shape[0])
+        return sums[0], sums[1]
 
     def compute(self, model, batch) -> StepOutput:
         batch = to_device(batch, next(model.parameters()).device)
-        sums = pair_logps(model, batch)
-        half = sums.shape[0] // 2
-        chosen_len = batch["chosen_lengths"].to(sums.dtype)
-        rejected_len = batch["rejected_lengths"].to(sums.dtype)
-        policy_c, policy_r = sums[:half], sums[half:]
+        sums = pair_logps(model, batch).view(-1, batch["chosen_lengths"].shape[0])
+        lengths = {name: batch[f"{name}_lengths"].to(sums.dtype)
+                   for name in ("chosen", "rejected", "sample") if f"{name}_lengths" in batch}
         ref = self._reference_sums(model, batch)
         ref_c, ref_r = (None, None) if ref is None else (ref[0].to(sums), ref[1].to(sums))
-        out, policy_c, policy_r = configured_loss(self.loss, policy_c, policy_r, ref_c, ref_r,
-                                                  chosen_len, rejected_len)
+        sample = sums[2] if self.samples else None
+        out, policy_c, policy_r, sample = configured_loss(
+            self.loss, sums[0], sums[1], ref_c, ref_r, lengths["chosen"], lengths["rejected"],
+            sample, lengths.get("sample"))
         metrics = {
             "rewards/chosen": float(out.chosen_rewards.mean()),
             "rewards/rejected": float(out.rejected_rewards.mean()),
@@ -148,9 +158,11 @@ class PreferenceAlgorithm:
             "logps/chosen": float(policy_c.detach().mean()),
             "logps/rejected": float(policy_r.detach().mean()),
         }
-        # Tokens of the two sequences prompt+chosen and prompt+rejected, whatever the layout.
-        tokens = int(2 * batch["prompt_lengths"].sum() + batch["chosen_lengths"].sum()
-                     + batch["rejected_lengths"].sum())
+        if sample is not None:
+            metrics["xpo/ref_sample_logp"] = float(sample.detach().mean())
+        # Tokens of the sequences prompt+completion, whatever the layout.
+        tokens = int(sum(batch["prompt_lengths"].sum() + length.sum()
+                         for length in lengths.values()))
         return StepOutput(out.loss, metrics, tokens=tokens)
 
     def step(self, model, batch) -> StepOutput:

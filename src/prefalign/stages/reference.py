@@ -81,16 +81,17 @@ def cache_dir() -> Path:
 
 
 def pair_logps(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Summed completion log-probs of every pair: chosen ``[B]`` then rejected ``[B]``.
+    """Summed completion log-probs of every pair: chosen ``[B]`` then rejected ``[B]``,
+    then, when the batch carries reference samples (``sample_lengths``), the samples ``[B]``.
 
     ``model`` is a ``CompletionLogprobModel``; ``batch`` comes from
-    ``collate_preference`` (``2B`` rows) or ``collate_preference_shared`` (``B``
-    prefix-shared rows, recognised by its ``segment_ids``). Shape ``[2B]``.
+    ``collate_preference`` (one row per completion) or ``collate_preference_shared``
+    (``B`` prefix-shared rows, recognised by its ``segment_ids``). Shape ``[2B]`` or ``[3B]``.
     """
     if "segment_ids" in batch:
         logps = model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
                       batch["position_ids"], batch["predictor_positions"])
-        return split_shared_sums(logps, batch["segment_ids"])
+        return split_shared_sums(logps, batch["segment_ids"], "sample_lengths" in batch)
     logps = model(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     return (logps * batch["completion_mask"]).sum(-1)
 

@@ -116,7 +116,7 @@ def encode_records(cfg: RewardConfig, tokenizer, train: list[dict],
         if rep.skipped:
             say("rm", f"{label}: {rep.summary()}")
     if not examples:
-        raise DataError(f"{cfg.data.train}: no usable training records ({report.summary()})")
+        raise DataError(f"{cfg.data.train_name}: no usable training records ({report.summary()})")
     return Encoded(examples, eval_examples, report.counts)
 
 

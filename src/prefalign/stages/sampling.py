@@ -1,7 +1,8 @@
 """Several sampled responses per prompt from a model, seeded per chunk of prompts.
 
 The data-making stages (``feedback``: AI-feedback labels, ``synth_sft``: judged
-SFT data) see a model only through a ``Sampler``: ``(records, seed) -> texts``,
+SFT data, :func:`add_reference_samples`: XPO's reference samples) see a model
+only through a ``Sampler``: ``(records, seed) -> texts``,
 ``K`` responses per record. ``PolicySampler`` is the one that loads a model
 (any name ``prefalign.models.load`` accepts) and samples through the rollout
 engine. Prompts are processed in fixed chunks (``chunk_seed``): chunk ``c``
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from prefalign.data.schema import REFERENCE_SAMPLE
 from prefalign.models.dropout import disable_dropout
 from prefalign.models.load import load_model, resolve_model_source
 from prefalign.rollout import SamplingSettings, build_engine, encode_prompts
@@ -75,3 +77,30 @@ def prompt_as_text(prompt: str | list[dict]) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in prompt)
+
+
+def add_reference_samples(records: Sequence[dict], sampler: Sampler, seed: int = 0,
+                          chunk_size: int = 8,
+                          on_progress: Callable[[int, int], None] | None = None
+                          ) -> tuple[list[dict], int]:
+    """Each record with ``reference_sample``: the first of ``sampler``'s replies to its
+    prompt, which the ``xpo`` loss reads as ``ỹ ~ π_ref(·|x)`` (Xie et al. 2024,
+    arXiv 2405.21046). ``sampler`` must sample from the run's reference model (the
+    starting policy), at temperature 1 and top-p 1, so the sample is π_ref's own.
+
+    Chunk ``c`` of ``chunk_size`` records is sampled with ``chunk_seed(seed, c)``, so
+    the result is a pure function of the records, the model and ``seed``. A record whose
+    sample is empty text (the model ended at once) cannot be stored and is dropped.
+    Returns the records with samples, in order, and how many were dropped.
+    """
+    sampled, empty = [], 0
+    for number, indices in enumerate(chunks(len(records), chunk_size)):
+        batch = [records[i] for i in indices]
+        for record, group in zip(batch, sampler(batch, chunk_seed(seed, number))):
+            if group[0]:
+                sampled.append({**record, REFERENCE_SAMPLE: group[0]})
+            else:
+                empty += 1
+        if on_progress is not None:
+            on_progress(indices.stop, len(records))
+    return sampled, empty

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from prefalign.data.load import load_records
-from prefalign.data.schema import validate_records
+from prefalign.data.schema import Required, validate_records
 from prefalign.errors import ConfigError, DataError
 from prefalign.tasks.base import RecordMaker, Task, prompt_key
 from prefalign.tasks.registry import TASKS, discover_tasks, get_task
@@ -112,8 +112,9 @@ def _make(maker: RecordMaker, params: dict, source: str) -> list[dict]:
         raise DataError(str(error), file=source) from None
 
 
-def load_source(source: str, kind: str) -> list[dict]:
-    """Validated records of ``kind`` from any source described in the module docstring."""
+def load_source(source: str, kind: str, require: Required | None = None) -> list[dict]:
+    """Validated records of ``kind`` from any source described in the module docstring;
+    a record without a field of ``require`` (``{field: why}``) is a ``DataError``."""
     named = _named_task(source)
     if named is not None:
         task, query = named
@@ -122,6 +123,6 @@ def load_source(source: str, kind: str) -> list[dict]:
     else:
         task = source_task(source, kind)
         if task is None:
-            return load_records(source, kind)
+            return load_records(source, kind, require)
         records = _make(_maker(task, kind, source), {"path": source}, source)
-    return validate_records(records, kind, file=source)
+    return validate_records(records, kind, file=source, require=require)

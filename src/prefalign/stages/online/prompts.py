@@ -10,7 +10,8 @@ Held-out prompts come from ``data.eval`` or a split of the training set by the
 task's content key (``prefalign.tasks``: Countdown by the multiset of numbers
 and the target, MiniGrid by state text, arithmetic and GSM8K by problem; the
 prompt for a plain file), so no held-out problem is a training problem in
-another form. Both ways are checked for leakage by the same key.
+another form. Both ways are checked for leakage by the same key. A weighted
+mixture of sources is split source by source, then mixed.
 ``check_reward_fields`` refuses a row that lacks a field a reward reads, before
 any model is loaded.
 """
@@ -18,9 +19,9 @@ any model is loaded.
 from __future__ import annotations
 
 from prefalign.config.sections import DataConfig
-from prefalign.data.split import HELD_OUT_SALT, check_leakage, split_records
 from prefalign.errors import DataError
-from prefalign.tasks import content_key, load_source
+from prefalign.stages.common import load_train_eval
+from prefalign.tasks import load_source
 
 
 def load_prompt_source(source: str) -> list[dict]:
@@ -32,23 +33,11 @@ def load_prompt_source(source: str) -> list[dict]:
 
 
 def load_prompt_sets(data: DataConfig, seed: int) -> tuple[list[dict], list[dict]]:
-    """Training and held-out prompts, content-disjoint (see the module docstring)."""
-    train = load_prompt_source(data.train)
-    key = content_key(data.train, "prompt")
-    if data.eval is not None:
-        held_out = load_prompt_source(data.eval)
-        check_leakage({"train": train, "eval": held_out}, key=key)
-    elif data.eval_fraction > 0:
-        parts = split_records(train, {"train": 1 - data.eval_fraction,
-                                      "eval": data.eval_fraction}, seed, key=key,
-                             salt=HELD_OUT_SALT)
-        train, held_out = parts["train"], parts["eval"]
-    else:
-        held_out = []
-    if data.max_examples is not None:
-        train = train[: data.max_examples]
-    if not train:
-        raise DataError("no training prompts", file=data.train)
+    """Training and held-out prompts, content-disjoint (see the module docstring); a
+    weighted mixture in ``data.train`` is mixed as ``stages.common.load_train_eval`` says."""
+    train, held_out = load_train_eval(data, "prompt", seed)
+    if data.eval is not None and not held_out:
+        raise DataError("no prompts", file=data.eval)
     return train, held_out
 
 

@@ -62,7 +62,7 @@ def validate_inputs(cfg: OnlineConfig):
     held_out = held_out[: cfg.eval.prompts]
     scorer = RewardScorer(cfg.rewards)
     judge = RewardScorer(cfg.eval.judge) if cfg.eval.judge else None
-    check_reward_fields(scorer.required_fields, {cfg.data.train: train,
+    check_reward_fields(scorer.required_fields, {cfg.data.train_name: train,
                                                  cfg.data.eval or "held-out split": held_out})
     if judge is not None:
         check_reward_fields(judge.required_fields, {cfg.data.eval or "held-out split": held_out})
