@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Process vs outcome reward models on GSM8K, end to end on the embedded model.
 #
-#   1. PRM and ORM on the same step-labelled solutions of 600 training problems
+#   1. PRM and ORM on the same step-labelled solutions of 300 training problems
 #      (frozen backbone; the ORM reuses the PRM's cached features).
-#   2. SFT on 600 GSM8K worked solutions; the SFT model samples SAMPLES solutions
+#   2. SFT on 400 GSM8K worked solutions; the SFT model samples SAMPLES solutions
 #      for each of the first RERANK test problems.
 #   3. prefalign eval prm: the comparison on TEST test problems (their references and
 #      perturbations, the critical case among them) and best-of-n on the samples.
