@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from prefalign.cli import evaluate, feedback, judge, online, pipeline, plan, prm, reward, train
+from prefalign.cli import (
+    evaluate,
+    feedback,
+    judge,
+    online,
+    pipeline,
+    plan,
+    prm,
+    reward,
+    sweep,
+    train,
+)
 from prefalign.cli.data import data_app
 from prefalign.cli.models import models_app
 
@@ -27,6 +38,7 @@ online.register(app)
 evaluate.register(eval_app)
 plan.register(app, eval_app)
 pipeline.register(app, eval_app)
+sweep.register(app)
 judge.register(eval_app)
 prm.register(eval_app)
 feedback.register(data_app)

@@ -19,7 +19,8 @@ def embedded_image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _table(header: list[str], cells: list[list[str]]) -> str:
+def html_table(header: list[str], cells: list[list[str]]) -> str:
+    """A ``<table>`` of text cells under a header row, every cell HTML-escaped."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>"
                    for line in cells)
@@ -36,8 +37,9 @@ def comparison_html(comparison, header: list[str], cells: list[list[str]],
                      for name, path in figures.items())
     example_cells = [[comparison.prompts[i]] + [a.texts[i] for a in comparison.answers]
                      for i in range(min(examples, len(comparison.prompts)))]
-    example_table = _table(["prompt"] + [a.label for a in comparison.answers], example_cells)
+    example_table = html_table(["prompt"] + [a.label for a in comparison.answers],
+                               example_cells)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(intro)}</p>{_table(header, cells)}{images}"
+            f"<p>{html.escape(intro)}</p>{html_table(header, cells)}{images}"
             f"<h2>Examples</h2>{example_table}</body></html>\n")
