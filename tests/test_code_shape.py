@@ -22,7 +22,7 @@ MAX_FUNCTION_LINES = 80
 # Layers, top (0) to bottom; a package may import from its own layer or a higher number.
 LAYERS = {
     "__init__": 0, "__main__": 0, "cli": 0,
-    "pipeline": 1, "plan": 1,
+    "pipeline": 1, "plan": 1, "sweep": 1,
     "stages": 2,
     "eval": 3, "report": 3, "export": 3,
     "judges": 4, "rewards": 4, "tasks": 4, "rollout": 4, "agents": 4,
