@@ -188,6 +188,16 @@ def test_eval_prm_command_compares_a_prm_and_an_orm(tmp_path, tiny_model_dir):
     assert all(r["n"] == 3 and r["k"] <= rows["oracle pass@n"]["k"] for r in rows.values())
     stored = [json.loads(line) for line in (out / "samples.jsonl").open()]
     assert [len(s["samples"]) for s in stored] == [2, 2, 2]
+    # a re-run keeps the samples it has; a torn file is sampled again, the same way
+    before = (out / "samples.jsonl").read_text()
+    args = ["eval", "prm", "--model", f"prm={tmp_path / 'runs' / 'process'}", "--data",
+            str(data), "--policy", str(tiny_model_dir), "--problems", "builtin:arithmetic?n=3",
+            "--samples", "2", "--max-new-tokens", "5", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / "samples.jsonl").read_text() == before
+    (out / "samples.jsonl").write_text(before.splitlines()[0] + "\n" + before[:10])
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / "samples.jsonl").read_text() == before
 
 
 def test_process_advantages_match_deepseekmath_written_out():

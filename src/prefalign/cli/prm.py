@@ -22,25 +22,50 @@ def _named(specs: list[str]) -> dict[str, str]:
     return named
 
 
+SAMPLE_CHUNK = 8  # problems per generate call; a chunk's samples are saved as soon as they exist
+
+
 def _samples(policy: str, problems: list[dict], n: int, max_new_tokens: int,
              temperature: float, seed: int, chat_template: bool, path: Path
              ) -> list[list[str]]:
-    """``n`` samples per problem, kept in ``path`` (JSONL) and reused when it holds them."""
-    from prefalign.engine.rundir import atomic_write_text
-    from prefalign.stages.sampling import PolicySampler, SamplerSettings
+    """``n`` samples per problem, appended to ``path`` (JSONL) chunk by chunk, each chunk
+    seeded by ``chunk_seed(seed, c)``; a re-run keeps the chunks already there."""
+    from prefalign.log import say
+    from prefalign.stages.sampling import PolicySampler, SamplerSettings, chunk_seed, chunks
 
+    stored = []
     if path.is_file():
-        stored = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if [s["prompt"] for s in stored] == [p["prompt"] for p in problems] and all(
-                len(s["samples"]) == n for s in stored):
-            return [s["samples"] for s in stored]
+        for line in path.read_text().splitlines():
+            try:
+                stored.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a kill: sample from there again
+    matches = [s for s, p in zip(stored, problems)
+               if s["prompt"] == p["prompt"] and len(s["samples"]) == n]
+    done = len(matches) - len(matches) % SAMPLE_CHUNK if len(matches) < len(problems) \
+        else len(problems)
+    groups = [s["samples"] for s in matches[:done]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(s) + "\n" for s in matches[:done]))
+    if done == len(problems):
+        return groups
     sampler = PolicySampler(policy, SamplerSettings(samples=n, max_new_tokens=max_new_tokens,
-                                                    temperature=temperature, batch_size=8,
+                                                    temperature=temperature,
+                                                    batch_size=SAMPLE_CHUNK,
                                                     use_chat_template=chat_template))
-    groups = sampler(problems, seed)
-    atomic_write_text(path, "".join(json.dumps({"prompt": p["prompt"], "answer": p["answer"],
-                                                "samples": g}) + "\n"
-                                    for p, g in zip(problems, groups)))
+    started = time.perf_counter()
+    with path.open("a", encoding="utf-8") as handle:
+        for index, part in enumerate(chunks(len(problems), SAMPLE_CHUNK)):
+            if part.start < done:
+                continue
+            batch = [problems[i] for i in part]
+            for problem, group in zip(batch, sampler(batch, chunk_seed(seed, index))):
+                groups.append(group)
+                handle.write(json.dumps({"prompt": problem["prompt"],
+                                         "answer": problem["answer"], "samples": group}) + "\n")
+            handle.flush()
+            say("samples", f"{part.stop}/{len(problems)} problems "
+                           f"{time.perf_counter() - started:.0f}s")
     return groups
 
 
