@@ -256,3 +256,16 @@ def test_grpo_with_a_process_reward_model_trains_on_dense_advantages(tmp_path,
     assert rows and all(0 < row["rollout/step_reward_mean"] < 1 for row in rows)
     with pytest.raises(ConfigError, match="process_reward"):
         load_online_config("rloo", None, overrides)
+
+
+def test_truncated_solutions_are_scored_on_the_steps_that_fit_and_matched_threshold():
+    from prefalign.eval.prm import evaluate_steps, matched_threshold
+
+    records = [{"prompt": "a", "problem": 0, "labels": [1, 1, 0], "final_correct": False,
+                "first_wrong": 2, "kind": "wrong_result"},
+               {"prompt": "a", "problem": 0, "labels": [1, 1], "final_correct": True,
+                "first_wrong": None, "kind": "reference"}]
+    probabilities = [torch.tensor([0.9, 0.2]), torch.tensor([0.8, 0.7])]  # first one cut
+    result = evaluate_steps(records, probabilities, "min")
+    assert result["steps"] == 4 and result["step_accuracy"]["k"] == 3
+    assert matched_threshold([0.3, 0.9, 0.1, 0.5], [1, 2, 3], 0.1) == 0.1

@@ -12,7 +12,9 @@ solutions and perturbations with a known first wrong step):
   wrong (those marked ``critical``, the constructed ones, when records say); the
   share *flagged* (solution score < 0.5 under the model's
   aggregation) — beside the share of sound reference solutions flagged, since
-  a model that flags everything would otherwise look perfect;
+  a model that flags everything would otherwise look perfect — and the share
+  flagged at a matched operating point: below the score that flags 10% of the
+  sound references, the same false-flag rate for every model;
 * **best-of-n on constructed candidate sets**: per problem, the reference and
   its perturbations; the top-scored candidate is *correct and sound* when it is
   the reference, *correct* when its final answer is right.
@@ -36,6 +38,7 @@ from prefalign.losses.process import aggregate
 from prefalign.tasks.gsm8k import answers_match, completion_answer, normalize_number
 
 CRITICAL_FLAG_THRESHOLD = 0.5
+MATCHED_FALSE_FLAGS = 0.1  # the operating point: 10% of sound references flagged
 
 
 def share(k: int, n: int) -> dict:
@@ -90,7 +93,9 @@ def first_flagged(probabilities: torch.Tensor) -> int | None:
 def evaluate_steps(records: Sequence[dict], probabilities: Sequence[torch.Tensor],
                    aggregation: str) -> dict:
     """Every figure of the module docstring for one model's step probabilities."""
-    per_solution = [(p.tolist(), list(r["labels"])) for p, r in zip(probabilities, records)]
+    # a solution longer than the model reads was scored on the steps that fit
+    per_solution = [(p.tolist(), list(r["labels"])[:len(p)])
+                    for p, r in zip(probabilities, records)]
     scores = [s for p, _ in per_solution for s in p]
     labels = [y for _, ys in per_solution for y in ys]
     right = sum((s > CRITICAL_FLAG_THRESHOLD) == bool(y) for s, y in zip(scores, labels))
@@ -105,14 +110,27 @@ def evaluate_steps(records: Sequence[dict], probabilities: Sequence[torch.Tensor
     for record, flag in zip(records, flagged):
         by_kind[record.get("kind", "?")][0] += flag
         by_kind[record.get("kind", "?")][1] += 1
+    matched = matched_threshold(solution, sound, MATCHED_FALSE_FLAGS)
     return {"aggregation": aggregation, "solutions": len(records), "steps": len(labels),
             "step_accuracy": share(right, len(labels)),
             "auroc": auroc(scores, labels), "auroc_ci95": _bootstrap_auroc(per_solution),
             "first_error_localisation": share(localised, len(erroneous)),
             "critical_flagged": share(sum(flagged[i] for i in critical), len(critical)),
             "sound_flagged": share(sum(flagged[i] for i in sound), len(sound)),
+            "critical_flagged_matched": share(sum(solution[i] < matched for i in critical),
+                                              len(critical)),
+            "matched_threshold": matched,
             "flagged_by_kind": {k: share(*v) for k, v in sorted(by_kind.items())},
             "best_of_n": best_of_constructed(records, solution)}
+
+
+def matched_threshold(scores: Sequence[float], sound: Sequence[int], rate: float) -> float:
+    """The score below which ``rate`` of the sound solutions fall (their ``rate`` quantile,
+    lower nearest rank), so models are compared at the same false-flag rate."""
+    ordered = sorted(scores[i] for i in sound)
+    if not ordered:
+        return CRITICAL_FLAG_THRESHOLD
+    return ordered[min(int(rate * len(ordered)), len(ordered) - 1)]
 
 
 def best_of_constructed(records: Sequence[dict], scores: Sequence[float]) -> dict:
@@ -187,6 +205,8 @@ def markdown_table(summary: dict) -> str:
             ("critical case flagged (right answer, wrong step)",
              lambda m: _cell(m["critical_flagged"])),
             ("sound references flagged", lambda m: _cell(m["sound_flagged"])),
+            ("critical case flagged at 10% sound flagged",
+             lambda m: _cell(m["critical_flagged_matched"])),
             ("step accuracy", lambda m: _cell(m["step_accuracy"])),
             ("step AUROC", lambda m: f"{m['auroc']:.3f} [{m['auroc_ci95'][0]:.3f}, "
                                      f"{m['auroc_ci95'][1]:.3f}]"),
