@@ -21,7 +21,12 @@ from prefalign.data.schema import UnusableRecord
 from prefalign.errors import DataError, ModelError
 from prefalign.losses.process import aggregate
 from prefalign.models.heads import ScalarHeadModel, load_scalar_head_model
-from prefalign.rewards.steps import cached_boundary_features, encode_steps, step_probabilities
+from prefalign.rewards.steps import (
+    cached_boundary_features,
+    encode_steps,
+    head_probabilities,
+    step_probabilities,
+)
 
 STEP_MODEL_FILE = "step_reward_model.json"
 
@@ -75,9 +80,7 @@ class StepRewardModel:
             return step_probabilities(self.model, encoded, pad_id, self.batch_size)
         # a frozen backbone's features are shared with training and with other heads
         features, _ = cached_boundary_features(self.model, encoded, pad_id, self.batch_size)
-        head = self.model.head
-        with torch.no_grad():
-            return [torch.sigmoid(head(f.to(head.weight)).squeeze(-1)).cpu() for f in features]
+        return head_probabilities(self.model, features)
 
     def score(self, prompts: Sequence, solutions: Sequence[Sequence[str]],
               how: str | None = None) -> list[float]:

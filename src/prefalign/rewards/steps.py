@@ -94,10 +94,15 @@ def boundary_features(model: ScalarHeadModel, encoded: Sequence[EncodedSteps], p
 def step_probabilities(model: ScalarHeadModel, encoded: Sequence[EncodedSteps], pad_id: int,
                        batch_size: int = 16) -> list[torch.Tensor]:
     """Per-step probabilities ``σ(z_k)`` ``[K_i]`` of each solution."""
+    return head_probabilities(model, boundary_features(model, encoded, pad_id, batch_size))
+
+
+@torch.no_grad()
+def head_probabilities(model: ScalarHeadModel, features: Sequence[torch.Tensor]
+                       ) -> list[torch.Tensor]:
+    """``σ(w·h + b)`` ``[K_i]`` of boundary features ``[K_i, H]``."""
     head = model.head
-    with torch.no_grad():
-        return [torch.sigmoid(head(f.to(head.weight)).squeeze(-1)).cpu()
-                for f in boundary_features(model, encoded, pad_id, batch_size)]
+    return [torch.sigmoid(head(f.to(head.weight)).squeeze(-1)).cpu() for f in features]
 
 
 def cached_boundary_features(model: ScalarHeadModel, encoded: Sequence[EncodedSteps],
