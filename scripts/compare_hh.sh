@@ -11,6 +11,7 @@
 #   scripts/compare_hh.sh
 #   PROMPTS=64 MAX_NEW_TOKENS=48 LM_JUDGE=lm:embedded OUT=runs scripts/compare_hh.sh
 #   MAX_PROMPT_LENGTH=256 scripts/compare_hh.sh   # faster: keep the end of long chats
+#   SKIP_COMPARE=1 scripts/compare_hh.sh          # the runs only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,7 @@ stage ppo-hh $PREFALIGN ppo --config configs/ppo-rm.yaml name=ppo-hh "${COMMON[@
     "rewards=[{name: rm, params: {path: $OUT/rm-hh-frozen/final}, squash: false}]" \
     "train.max_steps=$PPO_STEPS"
 
+if [[ -n "${SKIP_COMPARE:-}" ]]; then exit 0; fi
 head -n "$PROMPTS" "$DATA/eval.jsonl" > "$DATA/compare-prompts.jsonl"
 start=$(date +%s)
 $PREFALIGN eval compare embedded "$OUT/sft-hh" "$OUT/dpo-hh" "$OUT/kto-hh" "$OUT/ppo-hh" \

@@ -207,6 +207,25 @@ def test_eval_policy_with_best_of(monkeypatch, capsys, tmp_path, tiny_model_dir,
     assert "kl_k1_seq" not in rows[2] and rows[1]["kl_k1_seq"] != 0
 
 
+def test_eval_compare_adds_the_baseline_as_best_of_n(monkeypatch, capsys, tmp_path,
+                                                     tiny_model_dir, perturbed, judges):
+    out = tmp_path / "cmp"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "eval", "compare", str(tiny_model_dir), perturbed,
+        "--prompts", PROMPTS, "--judge", "letters:x", "--best-of", "3", "--rerank",
+        "letters:x", "--temperature", "1.0", "--max-new-tokens", "5", "--out", out)
+    assert code == 0, err
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [r["best_of"] for r in rows] == [1, 1, 3]
+    assert rows[2]["policy"] == f"{rows[0]['policy']} best-of-3"
+    assert rows[2]["model"] == rows[0]["model"]  # the baseline's samples, reranked
+    assert rows[2]["kl_bound"] == pytest.approx(math.log(3) - 2 / 3)
+    code, _, err = run_cli(monkeypatch, capsys, "eval", "compare", str(tiny_model_dir),
+                           "--prompts", PROMPTS, "--judge", "letters:x", "--best-of", "3",
+                           "--out", out)
+    _one_line_error(code, err, "--best-of needs --rerank")
+
+
 def _one_line_error(code, err, *fragments):
     assert code == 2, err
     lines = [line for line in err.strip().splitlines() if line.strip()]

@@ -237,3 +237,22 @@ def test_prefix_shared_pairs_give_the_two_row_rewards_and_gradients(tiny_model_d
     assert results[True][2].keys() == results[False][2].keys()
     for name, grad in results[False][2].items():
         torch.testing.assert_close(results[True][2][name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_trainable_parameters_are_counted_for_each_tuning(tmp_path, tiny_model_dir,
+                                                          preference_file):
+    from transformers import AutoModelForCausalLM
+
+    counts = {}
+    for tuning in ("frozen", "lora", "full"):
+        cfg = _config(tmp_path, tiny_model_dir, preference_file, f"tuning={tuning}",
+                      f"name={tuning}", "train.max_steps=1")
+        counts[tuning] = run_reward(cfg).eval_metrics["trainable_parameters"]
+        evaluated = json.loads((tmp_path / "runs" / tuning / "eval.json").read_text())
+        assert evaluated["trainable_parameters"] == counts[tuning]
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    hidden = lm.config.hidden_size
+    backbone = sum(p.numel() for p in lm.model.parameters())
+    assert counts["frozen"] == hidden + 1  # the head: weight and bias
+    assert counts["full"] == backbone + hidden + 1
+    assert counts["frozen"] < counts["lora"] < counts["full"]

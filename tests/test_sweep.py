@@ -49,6 +49,16 @@ def tiny_base(model: Path, **overrides) -> dict:
 
 # -- the sweep file ------------------------------------------------------------
 
+def test_list_cells_named_by_their_label(tmp_path, tiny_model_dir):
+    spec = {"base": tiny_base(tiny_model_dir), "seeds": [0, 1],
+            "cells": {"list": [{"label": "dpo-low", "loss.beta": 0.05},
+                               {"label": "ipo", "loss.name": "ipo"}]}}
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", spec))
+    assert [c.id for c in sweep.cells] == ["dpo-low_s0", "dpo-low_s1", "ipo_s0", "ipo_s1"]
+    assert sweep.parameters[0] == "label"
+    overrides = dict(sweep.cells[2].overrides)
+    assert overrides["loss.name"] == "ipo" and "label" not in overrides
+
 def test_grid_times_seeds_in_order_with_stable_distinct_ids(tmp_path, tiny_model_dir):
     grid = {"loss.name": ["dpo", "ipo"], "loss.beta": [0.1, 0.5, 1]}
     spec = {"output_dir": str(tmp_path / "out"), "base": tiny_base(tiny_model_dir),
@@ -121,6 +131,10 @@ BAD = {
     "train.seed next to seeds": ({"seeds": [0], "cells": {"grid": {"train.seed": [1]}}},
                                  "cells.grid.train.seed", "seeds"),
     "unknown top-level key": ({"metricz": []}, "metricz", "did you mean 'metrics'"),
+    "label not a plain name": ({"cells": {"list": [{"label": "a b", "loss.beta": 0.2}]}},
+                               "cells.list[0].label", "letters"),
+    "metric range upside down": ({"metrics": [{"key": "loss", "range": [1, 0]}]},
+                                 "metrics[0].range", "low < high"),
 }
 
 
@@ -182,7 +196,8 @@ def finished_sweep(tmp_path_factory, tiny_model_dir):
                                                   "train.save_every": 1}),
             "cells": {"grid": {"loss.beta": [0.1, 0.5]}},
             "seeds": [0, 1],
-            "metrics": ["rewards/accuracy", {"key": "loss", "label": "held-out loss"},
+            "metrics": [{"key": "rewards/accuracy", "range": [0, 1]},
+                        {"key": "loss", "label": "held-out loss"},
                         "reference/forward_passes"]}
     path = write_sweep(tmp / "tiny.yaml", spec)
     with pytest.MonkeyPatch.context() as patch:
@@ -215,11 +230,14 @@ def test_results_are_mean_and_t_interval_of_the_cells(finished_sweep):
             values = [_eval(sweep, c)[key] for c in cells]
             mean = (values[0] + values[1]) / 2
             half = T_975_DF1 * abs(values[0] - values[1]) / 2  # s = |a − b|/√2, n = 2
+            low, high = mean - half, mean + half
+            if key == "rewards/accuracy":  # a rate: the interval stays inside [0, 1]
+                low, high = max(low, 0.0), min(high, 1.0)
             stat = group["metrics"][key]
             assert stat["mean"] == pytest.approx(mean, abs=1e-12)
-            assert stat["low"] == pytest.approx(mean - half, rel=1e-6, abs=1e-12)
-            assert stat["high"] == pytest.approx(mean + half, rel=1e-6, abs=1e-12)
-            row.append(f"{mean:.4g} [{mean - half:.4g}, {mean + half:.4g}]")
+            assert stat["low"] == pytest.approx(low, rel=1e-6, abs=1e-12)
+            assert stat["high"] == pytest.approx(high, rel=1e-6, abs=1e-12)
+            row.append(f"{mean:.4g} [{low:.4g}, {high:.4g}]")
         assert "| " + " | ".join(row) + " |" in markdown
         # not in eval.json: the last metrics.jsonl row that has it
         rows = [json.loads(line) for c in cells for line in

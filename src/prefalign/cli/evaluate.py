@@ -124,7 +124,12 @@ def compare(policies: list[str] = typer.Argument(..., help="Policies: run direct
             max_new_tokens: int = MAX_NEW_OPTION, temperature: float = TEMPERATURE_OPTION,
             kl_samples: int = KL_SAMPLES_OPTION, seed: int = SEED_OPTION,
             batch_size: int = BATCH_OPTION,
-            max_prompt_length: int | None = MAX_PROMPT_OPTION) -> None:
+            max_prompt_length: int | None = MAX_PROMPT_OPTION,
+            best_of: int = typer.Option(1, "--best-of", min=1, help="Also compare the "
+                                        "baseline as best-of-N, reranked by --rerank."),
+            rerank: str | None = typer.Option(None, "--rerank", help="Pointwise judge that "
+                                              "picks the best of N (e.g. the reward model "
+                                              "the policies trained against).")) -> None:
     """Several policies on the same prompts and seeds: one table, figures, HTML.
 
     Writes compare.json, compare.md and a self-contained compare.html into --out.
@@ -140,6 +145,13 @@ def compare(policies: list[str] = typer.Argument(..., help="Policies: run direct
                           f"{', '.join(policies)}")
     sources = [resolve_policy(p) for p in policies]
     candidates = [Candidate(source, source.label) for source in sources]
+    rerank_judge = _judges([rerank])[0] if rerank else None
+    if best_of > 1:
+        if rerank_judge is None:
+            raise ConfigError("--best-of needs --rerank JUDGE (a pointwise judge)")
+        base = sources[policies.index(baseline)]
+        candidates.append(Candidate(base, f"{base.label} best-of-{best_of}", best_of,
+                                    rerank_judge))
     ref = resolve_policy(reference, reference) if reference else None
     records, judges = _records(prompts), _judges(judge)
     comparison = compare_policies(

@@ -224,7 +224,8 @@ def ensemble_eval(cfg: RewardConfig, member_values: list[list[list[float]]],
 
 def _train_member(life: Lifecycle, index: int, member_run: RunDir, final_dir, sources,
                   frozen: ScalarHeadModel | None, encoded: Encoded,
-                  stats) -> tuple[TrainResult, list | None]:
+                  stats) -> tuple[TrainResult, list | None, int]:
+    """Train one member; its result, held-out values and trainable parameter count."""
     cfg = life.cfg
     seed = cfg.train.seed + index
     seed_everything(seed)
@@ -241,6 +242,7 @@ def _train_member(life: Lifecycle, index: int, member_run: RunDir, final_dir, so
     result = life.train(trained, algorithm, train_cfg, member_run,
                         resume=life.resume and has_checkpoint)
     values = _eval_values(algorithm)
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
 
     def save() -> None:
         if frozen is not None:
@@ -249,10 +251,11 @@ def _train_member(life: Lifecycle, index: int, member_run: RunDir, final_dir, so
             save_model(causal_lm, tokenizer, final_dir, scalar_head=model)
         atomic_write_json(member_run.root / "done.json", {"step": result.step,
                                                           "eval": result.eval_metrics,
-                                                          "eval_values": values})
+                                                          "eval_values": values,
+                                                          "trainable_parameters": trainable})
 
     life.on_main(save)
-    return result, values
+    return result, values, trainable
 
 
 def _feature_sources(life: Lifecycle, frozen: ScalarHeadModel, pad_id: int,
@@ -306,19 +309,23 @@ def run_reward(cfg: RewardConfig, resume: bool = False,
                         ensemble_k=cfg.ensemble.k)
     k = cfg.ensemble.k
     member_names = ["."] if k == 1 else [f"member-{i}" for i in range(k)]
-    result, member_values = TrainResult(step=0), []
+    result, member_values, trainable = TrainResult(step=0), [], 0
     for index, member_run in enumerate(_member_runs(run, k)):
         member_run.create()
         final_dir = (run.final / member_names[index]).resolve()
         done = member_run.root / "done.json"
         if resume and done.exists() and (final_dir / HEAD_CONFIG).exists():
-            member_values.append(json.loads(done.read_text()).get("eval_values"))
+            record = json.loads(done.read_text())
+            member_values.append(record.get("eval_values"))
+            trainable += record.get("trainable_parameters", 0)
             continue
-        result, values = _train_member(life, index, member_run, final_dir, sources, frozen,
-                                       encoded, stats)
+        result, values, count = _train_member(life, index, member_run, final_dir, sources,
+                                              frozen, encoded, stats)
         member_values.append(values)
+        trainable += count
     metrics = ensemble_eval(cfg, member_values, eval_records_used(encoded, eval_records))
     metrics["train_time_s"] = round(time.perf_counter() - started, 2)
+    metrics["trainable_parameters"] = trainable  # over all members
     if cache is not None:
         metrics["feature_time_s"] = round(cache.seconds, 2)
     metadata = dict(objective=cfg.objective, tuning=cfg.tuning, members=member_names,

@@ -99,9 +99,12 @@ def _cell(sweep: Sweep, job, keys: list[str] | None) -> CellResult:
     return result
 
 
-def _stat(values: list[float]) -> Stat:
+def _stat(values: list[float], bounds: tuple[float, float] | None) -> Stat:
+    """Mean and t-interval, the interval clipped to the metric's ``bounds`` if any."""
     interval = t_interval(values)
     low, high = interval if interval is not None else (None, None)
+    if bounds is not None and interval is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return Stat(math.fsum(values) / len(values), low, high, values)
 
 
@@ -118,7 +121,7 @@ def collect_results(sweep: Sweep) -> SweepResults:
     groups = []
     for members in points.values():
         done = [cell for cell in members if cell.status == "done"]
-        stats = {m.key: _stat(values) for m in metrics
+        stats = {m.key: _stat(values, m.bounds) for m in metrics
                  if (values := [c.metrics[m.key] for c in done if m.key in c.metrics])}
         seconds = [c.seconds for c in done if c.seconds is not None]
         groups.append(Group({name: members[0].values.get(name) for name in sweep.parameters},

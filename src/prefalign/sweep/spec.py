@@ -9,13 +9,14 @@ Keys (docs/sweep.md has an example of each)::
       sft: {stage: sft, config: configs/sft.yaml, overrides: [...]}
     cells:                        # one of:
       grid: {loss.name: [dpo, ipo], loss.beta: [0.1, 0.5]}   # cartesian product
-      list: [{loss.name: dpo}, {stage: kto, config: configs/kto-hh.yaml}]
+      list: [{loss.name: dpo}, {label: kto, stage: kto, config: configs/kto-hh.yaml}]
     seeds: [0, 1, 2]              # sets train.seed; one run per seed
     metrics: [rewards/accuracy, {key: rewards/margin, label: margin}]
 
 ``overrides`` is a mapping of dotted keys to values or a list of ``key=value``
 strings; a cell's keys are overrides too, except ``stage`` and ``config``, which
-replace the base's. ``${shared.NAME}`` in any override value is the ``final/``
+replace the base's, and a list cell's ``label``, which names it (its id and its
+value in the table). ``${shared.NAME}`` in any override value is the ``final/``
 model of that shared run (a shared run may refer to those declared before it).
 Config paths are relative to the working directory, as on the command line.
 
@@ -48,6 +49,7 @@ TOP_KEYS = ("name", "output_dir", "base", "shared", "cells", "seeds", "metrics")
 JOB_KEYS = ("stage", "config", "overrides")
 SET_BY_SWEEP = ("name", "output_dir")
 SEED_KEY = "train.seed"
+LABEL_KEY = "label"
 SHARED_DIR, CELLS_DIR = "shared", "cells"
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -55,10 +57,13 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric of the table: a key of ``eval.json`` (or of ``metrics.jsonl``), its label."""
+    """A metric of the table: a key of ``eval.json`` (or of ``metrics.jsonl``), its label,
+    and the range its values can take (a rate's is ``(0, 1)``): intervals are clipped
+    to it, as a t-interval of a few seeds' rates can reach past 0 or 1."""
 
     key: str
     label: str
+    bounds: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,10 @@ def _variants(reader: _Reader, raw: Any) -> tuple[str, list[dict[str, Any]], lis
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
         reader.mapping(f"cells.list[{index}]", entry)
+        label = entry.get(LABEL_KEY)
+        if label is not None and not (isinstance(label, str) and PLAIN_NAME.fullmatch(label)):
+            raise reader.fail(f"cells.list[{index}].{LABEL_KEY}", f"expected letters, digits, "
+                              f"'.', '_', '-', got {label!r}")
         text = json.dumps(entry, sort_keys=True)
         if text in seen:
             raise reader.fail(f"cells.list[{index}]", f"repeats cells.list[{seen[text]}]")
@@ -230,7 +239,8 @@ def cell_ids(values: list[dict[str, Any]], seeds: list[int | None]) -> list[str]
     values where two cells would still collide (values that differ in punctuation)."""
     ids = []
     for entry, seed in zip(values, seeds):
-        parts = [f"{_slug(name)}-{_slug(value)}" for name, value in entry.items()] or ["base"]
+        parts = ([_slug(entry[LABEL_KEY])] if LABEL_KEY in entry else
+                 [f"{_slug(name)}-{_slug(value)}" for name, value in entry.items()] or ["base"])
         ids.append("_".join(parts + ([f"s{seed}"] if seed is not None else [])))
     for index, cell_id in enumerate(ids):
         if ids.count(cell_id) > 1:
@@ -249,11 +259,22 @@ def _metrics(reader: _Reader, raw: Any) -> list[Metric]:
         if isinstance(item, str):
             metrics.append(Metric(item, item))
             continue
-        item = reader.mapping(f"metrics[{index}]", item, ("key", "label"))
+        item = reader.mapping(f"metrics[{index}]", item, ("key", "label", "range"))
         if not isinstance(item.get("key"), str):
             raise reader.fail(f"metrics[{index}].key", "expected the metric's key as text")
-        metrics.append(Metric(item["key"], str(item.get("label") or item["key"])))
+        metrics.append(Metric(item["key"], str(item.get("label") or item["key"]),
+                              _bounds(reader, f"metrics[{index}].range", item.get("range"))))
     return metrics
+
+
+def _bounds(reader: _Reader, where: str, raw: Any) -> tuple[float, float] | None:
+    if raw is None:
+        return None
+    if (not isinstance(raw, list) or len(raw) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
+            or raw[0] >= raw[1]):
+        raise reader.fail(where, f"expected [low, high] with low < high, got {raw!r}")
+    return float(raw[0]), float(raw[1])
 
 
 def _seeds(reader: _Reader, raw: Any) -> list[int] | None:
@@ -333,7 +354,7 @@ def load_sweep(path: str | Path) -> Sweep:
         cell_needs = set(needs)
         overrides = dict(base)
         for swept, value in values.items():
-            if swept in ("stage", "config"):
+            if swept in ("stage", "config", LABEL_KEY):
                 continue
             reader.override_key(f"{key}.{swept}", swept, seeded=seeds is not None)
             overrides[swept] = _resolve(reader, f"{key}.{swept}", command_value(value), known,
