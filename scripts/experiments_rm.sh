@@ -2,6 +2,7 @@
 # The reward-model ablations of docs/experiments.md on hh-rlhf harmless:
 #   - the data-volume curve (configs/experiments/rm-data-volume.yaml),
 #   - whole conversation vs last user turn (configs/experiments/rm-context.yaml),
+#   - a weighted mixture of hh and arithmetic pairs (configs/experiments/rm-mixture.yaml),
 #   - LoRA r = 8 / 16 vs full fine-tuning (configs/experiments/rm-lora-rank.yaml).
 # First the splits and the frozen-backbone feature cache: ONLY=frozen scripts/rm_hh.sh
 #
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PREFALIGN=${PREFALIGN:-prefalign}
-ONLY=${ONLY:-rm-data-volume rm-context rm-lora-rank}
+ONLY=${ONLY:-rm-data-volume rm-context rm-mixture rm-lora-rank}
 DATA=runs/data/hh-harmless
 LAST="$DATA-last-turn"
 

@@ -2,7 +2,7 @@
 value, 95% t-interval bars, one line per combination of the other swept values.
 
 Numbers go on a numeric axis (logarithmic when positive and spanning a factor of
-100 or more); anything else on evenly spaced positions, lines nudged apart so
+20 or more); anything else on evenly spaced positions, lines nudged apart so
 their bars do not hide each other. Parameters with one value get no figure.
 """
 
@@ -63,7 +63,7 @@ def parameter_figure(results: SweepResults, parameter: str, parameters: list[str
         axis.grid(alpha=0.3)
         if not numeric:
             axis.set_xticks(range(len(xs)), [str(x) for x in xs])
-        elif min(xs) > 0 and max(xs) / min(xs) >= 100:
+        elif min(xs) > 0 and max(xs) / min(xs) >= 20:
             axis.set_xscale("log")
         if others and axis is axes[0][0]:
             axis.legend(fontsize=7)

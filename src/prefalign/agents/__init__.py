@@ -1,0 +1,1 @@
+"""Agents: tools (a code sandbox among them), task sets, agents, and their evaluation."""
