@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prefalign.cli import (
+    agents,
     evaluate,
     feedback,
     judge,
@@ -41,4 +42,5 @@ pipeline.register(app, eval_app)
 sweep.register(app)
 judge.register(eval_app)
 prm.register(eval_app)
+agents.register(eval_app)
 feedback.register(data_app)

@@ -60,6 +60,15 @@ class ChatClient:
                 self.logprobs_offered = False
         return self._completion(body)
 
+    def complete(self, messages: list[dict], *, max_tokens: int, stop: list[str] | None = None
+                 ) -> dict[str, Any]:
+        """One greedy chat completion of up to ``max_tokens``, ending at a ``stop`` string."""
+        body: dict[str, Any] = {"model": self.model_name(), "messages": messages,
+                                "max_tokens": max_tokens, "temperature": 0.0}
+        if stop:
+            body["stop"] = stop[:4]  # the OpenAI API takes at most four
+        return self._completion(body)
+
     def model_name(self) -> str:
         """The ``#model`` of the spec, else the first model the server lists."""
         if self.model is None:

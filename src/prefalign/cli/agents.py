@@ -1,0 +1,64 @@
+"""`prefalign eval agent`: an agent on task sets, trajectories and a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def agent(agent_name: str = typer.Option(..., "--agent", help="oracle, random, zero-shot, "
+                                         "react, plan-execute or planner-executor."),
+          tasks: list[str] = typer.Option(..., "--tasks", help="Task set, repeatable: "
+                                          "benchmark, gaia, chains, code, or a folder's "
+                                          "<name> with --task-folder."),
+          model: str | None = typer.Option(None, "--model", help="The model: 'embedded', a "
+                                           "run directory or saved model, or an "
+                                           "OpenAI-compatible endpoint http://HOST:PORT/v1"
+                                           "[#model]."),
+          executor: str | None = typer.Option(None, "--executor", help="planner-executor: "
+                                              "a second model for the executor role."),
+          memory: str = typer.Option("flat", "--memory", help="flat (every previous turn) "
+                                     "or scratchpad (the model's rolling notes)."),
+          max_steps: int = typer.Option(8, "--max-steps", min=1, help="Turns per task."),
+          max_new_tokens: int = typer.Option(192, "--max-new-tokens", min=1,
+                                             help="Reply length per turn."),
+          limit: int | None = typer.Option(None, "--limit", min=1, help="First N tasks of "
+                                           "each set."),
+          task_folder: Path | None = typer.Option(None, "--task-folder", help="Folder of "
+                                                  "<name>.tasks.jsonl (default: shipped)."),
+          out: Path = typer.Option(Path("runs/agents"), "--out", help="Output folder: "
+                                   "trajectories.jsonl, report.md/json (resumes).")) -> None:
+    """Run an agent on task sets: answer and tool-sequence scores with intervals.
+
+    Every trajectory (messages, tool calls, results, timing, tokens) goes to
+    OUT/trajectories.jsonl as each task finishes; a re-run skips finished tasks.
+    """
+    from prefalign.agents.agents import AGENTS, MEMORIES, AgentSettings
+    from prefalign.agents.backends import load_chat_model
+    from prefalign.agents.harness import AgentSpec, run_agent
+    from prefalign.agents.report import memory_figure, write_report
+    from prefalign.agents.tasks import load_task_set
+    from prefalign.errors import ConfigError
+
+    if agent_name not in AGENTS:
+        raise ConfigError(f"--agent: unknown {agent_name!r}; agents: {', '.join(AGENTS)}")
+    if memory not in MEMORIES:
+        raise ConfigError(f"--memory: unknown {memory!r}; memories: {', '.join(MEMORIES)}")
+    if agent_name not in ("oracle", "random") and model is None:
+        raise ConfigError(f"--agent {agent_name} needs --model")
+    task_sets = [load_task_set(name, task_folder) for name in tasks]
+    chat = load_chat_model(model) if model and agent_name not in ("oracle", "random") else None
+    second = load_chat_model(executor) if executor else None
+    spec = AgentSpec(agent_name, AgentSettings(memory, max_steps, max_new_tokens), chat,
+                     second)
+    records = run_agent(spec, task_sets, out, limit)
+    paths = write_report(records, out)
+    chains = [r for r in records if r["task_set"] == "chains"]
+    if chains:
+        memory_figure(chains, out / "figures" / "hops.png")
+    typer.echo(f"{len(records)} tasks\nreport: {paths['markdown']}")
+
+
+def register(eval_app: typer.Typer) -> None:
+    eval_app.command("agent")(agent)
