@@ -267,3 +267,24 @@ def test_react_against_an_openai_compatible_endpoint(tmp_path, capsys):
     assert all(r["stop"] == ["Observation:"] and r["temperature"] == 0.0
                for r in server.requests)
     assert Path(tmp_path / "report.md").read_text().count("| react |") >= 2
+
+
+def test_agent_sft_rows_are_the_react_turns_of_successful_trajectories(tmp_path, capsys):
+    task_set = chain_task_set(per_hop=1, hops=(2, 3))
+    out = tmp_path / "run"
+    oracle = run_agent(AgentSpec("oracle", AgentSettings()), [task_set], out)
+    failed = run_agent(AgentSpec("random", AgentSettings()), [task_set], tmp_path / "rand")
+    tasks = {f"chains/{t.id}": t for t in task_set.tasks}
+    from prefalign.agents.sft_data import sft_rows
+
+    rows, passed = sft_rows(oracle + failed, tasks)
+    assert passed == 2  # the random agent's trajectories fail the filter
+    assert len(rows) == (2 + 1) + (3 + 1)  # one row per tool call, plus the final answer
+    last = rows[3 + 1 + 2]["messages"]  # the 3-hop task's final row
+    task = task_set.tasks[1]
+    assert last[-1]["role"] == "assistant"
+    assert last[-1]["content"].endswith(f"Final Answer: {task.answer}")
+    actions = [m["content"] for m in last if m["role"] == "assistant"][:-1]
+    assert [parse_turn(a).text for a in actions] == [name for _, name in task.oracle]
+    observations = [m["content"] for m in last if m["content"].startswith("Observation:")]
+    assert len(observations) == 3 and f"mentor was {task.answer}" in observations[-1]

@@ -34,6 +34,7 @@ from prefalign.errors import DataError
 SCORERS = (*ANSWER_SCORERS, "tests")
 REQUIRED = ("id", "category", "instruction", "tools", "scorer", "expected_tools", "oracle")
 SHIPPED = ("benchmark", "gaia", "chains", "code")
+GENERATED = {"chains": ("test", 5), "chains-train": ("train", 14)}
 
 
 @dataclass(frozen=True)
@@ -127,17 +128,19 @@ def load_documents(path: Path) -> dict[str, Document]:
 
 
 def load_task_set(name: str, folder: Path | None = None) -> TaskSet:
-    """Task set ``name`` from ``folder`` (default: the shipped sets); ``chains`` is
-    generated (:mod:`prefalign.agents.chains`) unless a file of that name exists."""
+    """Task set ``name`` from ``folder`` (default: the shipped sets). ``chains`` (35
+    held-out tasks) and ``chains-train`` (98 tasks of other people, for agentic SFT)
+    are generated (:mod:`prefalign.agents.chains`) unless a file of that name exists."""
     folder = folder or data_folder()
     path = folder / f"{name}.tasks.jsonl"
     if not path.is_file():
-        if name == "chains":
+        if name in GENERATED:
             from prefalign.agents.chains import chain_task_set
 
-            return chain_task_set()
+            split, per_hop = GENERATED[name]
+            return chain_task_set(split, per_hop)
         raise DataError(f"no task set {name!r}: {path} does not exist "
-                        f"(shipped: {', '.join(SHIPPED)})")
+                        f"(shipped: {', '.join(SHIPPED)}, chains-train)")
     tasks = [_task(raw, name, path, line) for line, raw in _rows(path)]
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):

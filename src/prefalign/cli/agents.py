@@ -60,5 +60,34 @@ def agent(agent_name: str = typer.Option(..., "--agent", help="oracle, random, z
     typer.echo(f"{len(records)} tasks\nreport: {paths['markdown']}")
 
 
-def register(eval_app: typer.Typer) -> None:
+def agent_sft(trajectories: Path = typer.Argument(..., help="trajectories.jsonl of "
+                                                 "`prefalign eval agent`."),
+              out: Path = typer.Option(..., "--out", "-o", help="SFT JSONL ({messages})."),
+              min_answer: float = typer.Option(1.0, "--min-answer", help="Keep trajectories "
+                                               "whose answer score is at least this."),
+              min_sequence: float = typer.Option(1.0, "--min-sequence", help="... and whose "
+                                                 "tool-sequence score is at least this."),
+              task_folder: Path | None = typer.Option(None, "--task-folder", help="Folder of "
+                                                      "the task sets (default: shipped).")
+              ) -> None:
+    """Successful agent trajectories → `messages` SFT rows in the ReAct format, one row
+    per assistant turn (tool calls and observations as the conversation holds them)."""
+    from prefalign.agents.sft_data import sft_rows
+    from prefalign.agents.tasks import load_task_set
+    from prefalign.agents.trajectory import read_trajectories
+    from prefalign.data.load import write_jsonl
+    from prefalign.errors import DataError
+
+    records = read_trajectories(trajectories)
+    if not records:
+        raise DataError(f"{trajectories}: no trajectories")
+    tasks = {f"{name}/{task.id}": task for name in sorted({r["task_set"] for r in records})
+             for task in load_task_set(name, task_folder).tasks}
+    rows, passed = sft_rows(records, tasks, min_answer, min_sequence)
+    write_jsonl(rows, out)
+    typer.echo(f"{passed} of {len(records)} trajectories passed; {len(rows)} rows → {out}")
+
+
+def register(eval_app: typer.Typer, data_app: typer.Typer) -> None:
     eval_app.command("agent")(agent)
+    data_app.command("agent-sft")(agent_sft)
