@@ -97,6 +97,10 @@ def test_sequence_score_is_the_ordered_share_of_expected_calls():
     assert sequence_score([], []) == 1.0 and sequence_score([], [("search", "x")]) == 0.0
     assert call_matches(("calculator", "(1874-1840)"), ("calculator", "34"))
     assert not call_matches(("search", "Ada Marrow"), ("search", "Veldt Observatory founded"))
+    fixed = "def mean(xs):\n    return sum(xs) / len(xs)\nassert mean([1, 3]) == 2"
+    assert call_matches(("run_python", "def mean(xs):\n    return sum(xs) // len(xs)\n"
+                                       "print(mean([1, 3]))"), ("run_python", fixed))
+    assert not call_matches(("run_python", "debug the"), ("run_python", fixed))
 
 
 # -- protocol and loop ----------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_the_four_tasks_are_registered_with_their_kinds_and_verifiers():
 def test_an_unknown_task_lists_the_valid_ones():
     with pytest.raises(ConfigError, match=r"did you mean 'countdown'.*arithmetic, countdown"):
         get_task("countdwn")
-    with pytest.raises(DataError, match="unknown task 'nosuch'.*valid tasks: arithmetic"):
+    with pytest.raises(DataError, match="unknown task 'nosuch'.*valid tasks: agent, arithmetic"):
         load_source("builtin:nosuch?n=3", "prompt")
 
 

@@ -1,4 +1,5 @@
-"""Registries fill themselves by importing every module of their package once."""
+"""Registries fill themselves by importing every module of their package once, and the
+modules that installed packages name in an entry-point group."""
 
 from __future__ import annotations
 
@@ -17,3 +18,22 @@ def import_submodules(package_name: str) -> None:
     package = importlib.import_module(package_name)
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package_name}.{module.name}")
+
+
+def import_entry_points(group: str) -> None:
+    """Import each module named in entry-point ``group`` of the installed packages (once
+    per process); a module that fails to import is a ``ConfigError`` naming it."""
+    from importlib.metadata import entry_points
+
+    from prefalign.errors import ConfigError
+
+    key = f"entry-points:{group}"
+    if key in _done:
+        return
+    _done.add(key)
+    for point in entry_points(group=group):
+        try:
+            importlib.import_module(point.value.split(":")[0])
+        except ImportError as error:
+            raise ConfigError(f"entry point {point.name} = {point.value} of group {group} "
+                              f"does not import: {error}") from None

@@ -21,8 +21,9 @@ made: the length of their longest common subsequence over the expected length, s
 none did. A made call matches an expected one when the tool is the same and the
 argument does the same thing: a search whose content words overlap the expected
 query's with F1 ≥ 0.5, the same document id or file name, a calculation with the
-same value; any ``run_python`` call (code differs freely). A task expecting no
-tool call scores 1 when none was made, else 0.
+same value; code for ``run_python`` whose identifiers overlap the expected code's
+with F1 ≥ 0.5 (it runs the code under repair, whatever its edits). A task
+expecting no tool call scores 1 when none was made, else 0.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from prefalign.agents.sandbox import SandboxLimits, run_code
 from prefalign.agents.tools import ToolContext, calculator, content_words
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 REFUSALS = ("i don't know", "i do not know", "cannot find", "can't find", "could not find",
             "couldn't find", "no information", "not find any", "no results", "does not exist",
@@ -113,6 +115,8 @@ def call_matches(made: tuple[str, str], expected: tuple[str, str]) -> bool:
         return not value.startswith("error") and value == calculator(ToolContext(), want)
     if tool in ("read_document", "read_file"):
         return argument.strip().strip("[]'\"./") == want.strip().strip("[]'\"./")
+    if tool == "run_python":
+        return _set_f1(set(IDENTIFIER.findall(argument)), set(IDENTIFIER.findall(want))) >= 0.5
     return True
 
 

@@ -2,8 +2,11 @@
 
 A task module registers itself at import with ``register_task(Task(...))``.
 Every module and subpackage of ``prefalign.tasks`` is imported before the first
-lookup, so a new task is one new module here, or any module that calls
-``register_task`` before its task is used (a plug-in, a test).
+lookup, and so is every module named in the ``prefalign.tasks`` entry-point group
+of an installed package (prefalign's own agent task sets register that way, and a
+plug-in package can too), so a new task is one new module here, a module named by an
+entry point, or any module that calls ``register_task`` before its task is used (a
+test).
 
 Code that derives something from every task (the reward registry makes one
 reward per verifier) subscribes with ``on_register``: it sees the tasks already
@@ -15,12 +18,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
-from prefalign.discovery import import_submodules
+from prefalign.discovery import import_entry_points, import_submodules
 from prefalign.errors import ConfigError
 from prefalign.tasks.base import Task
 
 TASKS: dict[str, Task] = {}
 _PACKAGE = "prefalign.tasks"
+ENTRY_POINTS = "prefalign.tasks"
 _subscribers: list[Callable[[Task], None]] = []
 
 
@@ -37,8 +41,10 @@ def register_task(task: Task) -> Task:
 
 
 def discover_tasks() -> None:
-    """Import every module of ``prefalign.tasks`` once, so their tasks register."""
+    """Import every module of ``prefalign.tasks`` and every ``prefalign.tasks`` entry
+    point once, so their tasks register."""
     import_submodules(_PACKAGE)
+    import_entry_points(ENTRY_POINTS)
 
 
 def on_register(subscriber: Callable[[Task], None]) -> None:

@@ -3,6 +3,6 @@ them (``prefalign.stages.online.registry`` does, on first lookup). A new built-i
 algorithm is a module here plus its line below; an algorithm defined elsewhere
 calls ``register_online_algorithm`` itself."""
 
-from prefalign.stages.online.algorithms import grpo, online_dpo, ppo, reinforce_pp, rloo
+from prefalign.stages.online.algorithms import agent_rl, grpo, online_dpo, ppo, reinforce_pp, rloo
 
-__all__ = ["grpo", "online_dpo", "ppo", "reinforce_pp", "rloo"]
+__all__ = ["agent_rl", "grpo", "online_dpo", "ppo", "reinforce_pp", "rloo"]
