@@ -42,3 +42,13 @@ def test_wrong_type_and_missing_key_and_missing_file(tmp_path):
         load_config(SFTConfig, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="key=value"):
         load_config(SFTConfig, None, ["data.train"])
+
+
+def test_override_values_number_words_and_malformed_yaml():
+    assert parse_overrides(["a=1e-4", "b=-3", "c=.5", "d=nan", "e=inf", "f=abc"]) == \
+        {"a": 1e-4, "b": -3, "c": 0.5, "d": "nan", "e": "inf", "f": "abc"}
+    with pytest.raises(ConfigError, match="value \"'\" is not valid YAML"):
+        parse_overrides(["train.lr='"])
+    with pytest.raises(ConfigError) as caught:
+        parse_overrides(["train.lr=@\n"])
+    assert "\n" not in str(caught.value)

@@ -11,6 +11,7 @@ directory as ``config.yaml``.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,16 +30,30 @@ class StrictModel(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+def yaml_error_text(error: yaml.YAMLError) -> str:
+    """``":LINE: invalid YAML: problem"`` on one line (the line when YAML knows it)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f":{mark.line + 1}" if mark is not None else ""
+    problem = (getattr(error, "problem", None) or getattr(error, "reason", None)
+               or str(error).splitlines()[0])
+    return f"{where}: invalid YAML: {' '.join(str(problem).split())}"
+
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _parse_value(raw: str) -> Any:
-    """A YAML scalar or collection; ``1e-4`` (a string to YAML 1.1) becomes a float."""
+    """A YAML scalar or collection; ``1e-4`` (a string to YAML 1.1) becomes a float,
+    words such as ``nan`` or ``inf`` stay text."""
     if raw == "":
         return ""
-    value = yaml.safe_load(raw)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or "malformed"
+        raise ConfigError(f"value {raw!r} is not valid YAML ({problem})") from None
+    if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        return float(value)
     return value
 
 
@@ -46,18 +61,22 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=x"]`` into a nested dict, values parsed as YAML."""
     nested: dict[str, Any] = {}
     for item in overrides:
+        shown = repr(item)[1:-1]  # control characters escaped: the message stays one line
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
+            raise ConfigError(f"override '{shown}' is not of the form key=value")
         key, raw = item.split("=", 1)
         if not key:
-            raise ConfigError(f"override '{item}' has an empty key")
-        value = _parse_value(raw)
+            raise ConfigError(f"override '{shown}' has an empty key")
+        try:
+            value = _parse_value(raw)
+        except ConfigError as error:
+            raise ConfigError(f"override '{shown}': {error}") from None
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}' sets a field inside a non-section")
+                raise ConfigError(f"override '{shown}' sets a field inside a non-section")
         node[parts[-1]] = value
     return nested
 
@@ -121,10 +140,7 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None,
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: invalid YAML: "
-                              f"{getattr(exc, 'problem', exc)}") from None
+            raise ConfigError(f"{path}{yaml_error_text(exc)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config must be a mapping of keys to values")
         raw = deep_merge(raw, loaded)

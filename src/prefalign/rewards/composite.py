@@ -151,13 +151,15 @@ def load_composite_spec(path: str | Path) -> list[dict[str, Any]]:
     ``components`` (or ``rewards``) key holds the list."""
     import yaml
 
+    from prefalign.config.base import yaml_error_text
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"reward config not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        raise ConfigError(f"{path}{yaml_error_text(err)}") from None
     if isinstance(loaded, Mapping):
         unknown = [key for key in loaded if key not in ("components", "rewards")]
         if unknown or len(loaded) != 1:

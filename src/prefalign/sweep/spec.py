@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from prefalign.config.base import yaml_error_text
 from prefalign.errors import ConfigError
 from prefalign.sweep.stages import check_stage_config, stage_names
 
@@ -323,10 +324,7 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") \
-            from None
+        raise ConfigError(f"{path}{yaml_error_text(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep file is a mapping (name, base, cells, ...)")
     raw = reader.mapping("", raw, TOP_KEYS)

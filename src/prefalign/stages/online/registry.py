@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, Field, create_model, field_validator
 
 from prefalign.config import TrainConfig, load_config, parse_overrides
+from prefalign.config.base import yaml_error_text
 from prefalign.config.online import OnlineConfig
 from prefalign.errors import ConfigError
 
@@ -175,7 +176,10 @@ def load_online_config(algorithm: str | None, path: str | Path | None = None,
 def _named_algorithm(path: str | Path | None, overrides: list[str]) -> str:
     named = parse_overrides(overrides).get("algorithm")
     if named is None and path is not None and Path(path).is_file():
-        loaded = yaml.safe_load(Path(path).read_text())
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}{yaml_error_text(error)}") from None
         named = loaded.get("algorithm") if isinstance(loaded, dict) else None
     if not isinstance(named, str):
         raise ConfigError(f"{path or 'config'}: no 'algorithm' key says which online "
