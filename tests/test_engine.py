@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +112,30 @@ def test_resume_after_ctrl_c_reaches_the_same_loss(tmp_path, tiny_model_dir, sft
     assert losses("stopped") == pytest.approx(losses("straight"), abs=1e-6)
     saved = json.loads((cfg.run_dir / "manifest.json").read_text())
     assert saved["seed"] == 3 and "train" in saved["dataset_fingerprints"]
+
+
+def test_a_run_killed_after_its_final_evaluation_resumes_without_a_second_one(
+        tmp_path, tiny_model_dir, sft_file):
+    cfg = _sft_config(tmp_path, tiny_model_dir, sft_file, "finished", lora=True)
+    run_sft(cfg)
+    rows = read_metrics(cfg.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows if "eval/loss" in r] == [6]
+    run_sft(cfg, resume=True)  # as after a SIGKILL between the final evaluation and exit
+    again = read_metrics(cfg.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in again if "eval/loss" in r] == [6]
+    strip = lambda table: [{k: v for k, v in r.items() if k not in ("tokens_per_s",
+                                                                    "step_time_s")}
+                           for r in table]
+    assert strip(again) == strip(rows)
+
+
+@pytest.mark.slow
+def test_soak_kills_and_resumes_to_the_same_weights(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "scripts/soak.py", "--stages", "sft", "grpo",
+                          "--kills", "3", "--out", str(tmp_path)], capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("→ equal") == 2

@@ -245,7 +245,10 @@ class Engine:
             raise PrefalignError(
                 f"cannot resume from {path}: its shards were written by {saved_by} processes "
                 f"and this job has {self.processes}; relaunch with {saved_by}")
-        self.metrics.truncate_after(step)
+        # the final evaluation comes after the last checkpoint: a run killed during or
+        # after it evaluates again on resume, so its earlier rows go
+        self.metrics.truncate_after(step, evaluation_prefix=self.eval_prefix
+                                    if step == self.steps else None)
         return step
 
     # -- the loop ----------------------------------------------------------

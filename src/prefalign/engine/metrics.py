@@ -36,11 +36,20 @@ class MetricsLogger:
         self.accelerator = accelerator
         self.enabled = is_main_process() if enabled is None else enabled
 
-    def truncate_after(self, step: int) -> None:
-        """Drop rows logged after ``step`` (used when resuming from a checkpoint)."""
+    def truncate_after(self, step: int, evaluation_prefix: str | None = None) -> None:
+        """Drop rows logged after ``step`` (used when resuming from a checkpoint), and
+        with ``evaluation_prefix`` the evaluation rows at ``step`` too (those whose keys
+        all start with it: logged after that step's checkpoint)."""
         if not self.enabled or not self.path.exists():
             return
-        rows = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+
+        def after_checkpoint(row: dict) -> bool:
+            keys = [k for k in row if k != "step"]
+            return (evaluation_prefix is not None and row.get("step", 0) == step and keys
+                    and all(k.startswith(evaluation_prefix) for k in keys))
+
+        rows = [r for r in read_metrics(self.path)
+                if r.get("step", 0) <= step and not after_checkpoint(r)]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
