@@ -123,9 +123,10 @@ def test_a_run_killed_after_its_final_evaluation_resumes_without_a_second_one(
     run_sft(cfg, resume=True)  # as after a SIGKILL between the final evaluation and exit
     again = read_metrics(cfg.run_dir / "metrics.jsonl")
     assert [r["step"] for r in again if "eval/loss" in r] == [6]
-    strip = lambda table: [{k: v for k, v in r.items() if k not in ("tokens_per_s",
-                                                                    "step_time_s")}
-                           for r in table]
+    def strip(table):
+        return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "step_time_s")}
+                for r in table]
+
     assert strip(again) == strip(rows)
 
 
