@@ -35,3 +35,7 @@ class ConfigError(PrefalignError):
 
 class ModelError(PrefalignError):
     """A model that cannot be found or loaded."""
+
+
+class RewardError(PrefalignError):
+    """A reward function or verifier raised, or returned a NaN or infinite score."""

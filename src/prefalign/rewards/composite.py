@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from prefalign.errors import ConfigError
+from prefalign.errors import ConfigError, PrefalignError, RewardError
 from prefalign.rewards.base import RewardFunction, build_reward, check_rows
 
 SPEC_KEYS = ("name", "weight", "params", "label", "squash")
@@ -47,8 +47,22 @@ class Component:
 
     def values(self, prompts: list[str], completions: list[str],
                rows: list[dict]) -> torch.Tensor:
-        """``s(r)``, shape ``[N]`` float32 (before the weight)."""
-        values = self.reward(prompts, completions, rows).to(torch.float32)
+        """``s(r)``, shape ``[N]`` float32 (before the weight). A reward that raises, or
+        scores a completion NaN or infinite, is a ``RewardError`` naming it (the run
+        stops there, its last checkpoint intact)."""
+        try:
+            values = self.reward(prompts, completions, rows)
+        except PrefalignError:
+            raise
+        except Exception as error:  # a user's reward function: any failure is reported
+            detail = " ".join(str(error).split())[:200]
+            raise RewardError(f"reward '{self.label}' raised {type(error).__name__}: "
+                              f"{detail}") from error
+        values = torch.as_tensor(values).to(torch.float32)
+        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+        if bad:
+            raise RewardError(f"reward '{self.label}' scored {len(bad)} of {len(values)} "
+                              f"completions NaN or infinite (first: completion {bad[0]})")
         return torch.sigmoid(values) if self.squash else values
 
 
