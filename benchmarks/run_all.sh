@@ -12,4 +12,6 @@ REPS="${REPS:-3}"
 THREADS="${THREADS:-2}"
 python benchmarks/dpo_vs_trl.py --steps "$STEPS" --reps "$REPS" --threads "$THREADS" --ablation
 python benchmarks/rm_vs_trl.py --steps "$STEPS" --reps "$REPS" --threads "$THREADS"
+python benchmarks/grpo_vs_trl.py --steps "$STEPS" --reps "$REPS" --threads "$THREADS"
+python benchmarks/grpo_vs_trl.py --algorithm rloo --steps "$STEPS" --reps "$REPS" --threads "$THREADS"
 python benchmarks/results_md.py
