@@ -39,15 +39,15 @@ from prefalign.models.tiny import save_tiny_model
 DATA = "builtin:arithmetic?n=48&seed=0"
 COMMON = ["train.save_every=1", "train.threads=1", "train.seed=0"]
 STAGES = {
-    "sft": ["sft", "data.train=builtin:arithmetic?n=48&seed=0", "train.max_steps=60",
+    "sft": ["sft", "data.train=builtin:arithmetic?n=48&seed=0", "train.max_steps=240",
             "train.batch_size=4", "train.eval_every=0", "model.lora.r=4"],
-    "dpo": ["dpo", f"data.train={DATA}", "train.max_steps=60", "train.batch_size=4",
+    "dpo": ["dpo", f"data.train={DATA}", "train.max_steps=240", "train.batch_size=4",
             "train.eval_every=0", "model.lora.r=4", "reference.precompute=false"],
     "grpo": ["grpo", f"data.train={DATA}",
              "rewards=[{name: length_gate, params: {max_words: 1, mode: continuous}}]",
              "rollout.max_new_tokens=12", "rollout.prompts_per_rollout=2",
              "rollout.num_samples=2", "train.batch_size=2", "train.grad_accum=2",
-             "train.max_steps=20", "train.eval_every=0", "eval.prompts=2", "model.lora.r=4"],
+             "train.max_steps=60", "train.eval_every=0", "eval.prompts=2", "model.lora.r=4"],
 }
 TIMING = {"tokens_per_s", "step_time_s"}
 STEP = re.compile(r"step \d+/\d+")
@@ -108,8 +108,7 @@ def killed_run(stage: str, model: Path, out: Path, kills: int, rng: random.Rando
             time.sleep(rng.uniform(0.2, 0.6 * length))
         elif _wait_for_training(process, log, offset, 2 * length):
             time.sleep(rng.uniform(0.0, 0.5))
-        if process.poll() is not None:
-            where.append("finished before the kill")
+        if process.poll() is not None:  # it finished first: no kill left to make
             break
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -169,7 +168,8 @@ def soak(stage: str, root: Path, kills: int, seed: int, tolerance: float) -> boo
     where = killed_run(stage, model, out, kills, rng, length)
     weight_gap, metric_gap = compare(out / "ref", out / "killed", tolerance)
     ok = weight_gap <= tolerance and metric_gap <= tolerance
-    print(f"{stage}: {len(where)} kills (uninterrupted run {length:.1f} s); max |Δ| weights "
+    print(f"{stage}: {len(where)} kills of {kills} (uninterrupted run {length:.1f} s); "
+          f"max |Δ| weights "
           f"{weight_gap:.2e}, metrics {metric_gap:.2e} → {'equal' if ok else 'DIFFERENT'}")
     for index, line in enumerate(where, start=1):
         print(f"  kill {index}: {line}")
