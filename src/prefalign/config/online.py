@@ -65,12 +65,13 @@ class KLSettings(StrictModel):
 
     coef: float = Field(0.04, ge=0, description="β, the weight of the KL to the reference "
                         "(initial β when adaptive). An algorithm puts it in the loss "
-                        "(grpo: + β·k(log π − log π_ref), token-reduced like the policy loss) "
+                        "(grpo: + β·k(log π − log π_ref), token-reduced like the policy loss; "
+                        "agent-rl: the same over the policy's turns) "
                         "or in the reward (rloo: − β·Σ_t (log π_old − log π_ref) per "
                         "sequence; ppo, reinforce-pp: − β·(log π_old − log π_ref) per token); "
                         "each command's --help says which.")
     estimator: Literal["k1", "k2", "k3"] = Field("k3", description="Per-token KL estimator "
-                                                  "of a KL term in the loss (grpo); a KL in "
+                                                  "of a KL term in the loss (grpo, agent-rl); a KL in "
                                                   "the reward always uses k1.")
     adaptive: bool = Field(False, description="Adapt β after each rollout towards kl.target "
                            "(Ziegler et al. 2019), from the rollout's mean sequence KL.")
