@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.test_sweep import run_cli
 
 from prefalign.agents.agents import AgentSettings, react_loop
 from prefalign.agents.backends import Reply
@@ -21,7 +21,6 @@ from prefalign.agents.scoring import call_matches, exact, numeric, refusal, sequ
 from prefalign.agents.tasks import SHIPPED, load_task_set
 from prefalign.agents.tools import Document, ToolContext, call_tool
 from prefalign.agents.trajectory import Trajectory
-from prefalign.cli import main
 from prefalign.errors import DataError
 
 DOCS = {d.id: d for d in (
@@ -207,18 +206,6 @@ def test_a_malformed_task_file_names_file_line_and_field(tmp_path):
 
 
 # -- an OpenAI-compatible endpoint through the command line -------------------------------
-
-def run_cli(*args: str) -> int:
-    saved = sys.argv
-    sys.argv = ["prefalign", *args]
-    try:
-        main()
-        return 0
-    except SystemExit as exit_info:
-        return exit_info.code
-    finally:
-        sys.argv = saved
-
 
 class ReActServer:
     """A chat endpoint that plays the oracle of one chain task in ReAct turns."""
