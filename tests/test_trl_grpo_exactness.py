@@ -34,7 +34,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from datasets import Dataset
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
+from tests.test_trl_exactness import _lora_config, _lora_grads
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
@@ -62,16 +63,6 @@ def _completions(vocab_size: int) -> list[list[int]]:
 def length_reward(completion_ids, **kwargs) -> list[float]:
     """A deterministic reward with spread in every group: length / 10."""
     return [len(ids) / 10 for ids in completion_ids]
-
-
-def _lora_config() -> LoraConfig:
-    return LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS,
-                      task_type="CAUSAL_LM")
-
-
-def _lora_grads(model) -> dict[str, torch.Tensor]:
-    return {name: param.grad.detach().clone() for name, param in model.named_parameters()
-            if "lora_" in name}
 
 
 def _stale(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
