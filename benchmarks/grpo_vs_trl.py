@@ -34,7 +34,18 @@ reported. Timed: from building the trainer to the end of training (loading the
 model is not timed), with the time split into building the trainer (setup),
 generation, reward scoring, no-grad log-prob passes (reference, and π_old for RLOO)
 and the rest (update: training forward, backward, optimizer, bookkeeping). Peak
-resident memory is the child's ``ru_maxrss``.
+resident memory is the child's ``ru_maxrss``. ``--min-new-tokens`` bars the
+end-of-sequence token below that length on both sides (``rollout.min_new_tokens``,
+TRL's ``generation_kwargs``): with it equal to ``--max-new-tokens`` every completion
+has that length, as the memory-scaling benchmark (``grpo_memory.py``) needs.
+
+Work: GFLOP per pair is the model FLOPs of the plain computation of one sample — a
+forward over prompt + completion to generate it, one for the reference, and a
+forward and backward for the update (``common.TransformerShape`` at the run's mean
+prompt and completion lengths) — the same count for both sides, so GFLOP/s is useful
+work per second and its share of the fp32 matmul rate measured on the same threads is
+the model-FLOP utilisation. Work a side saves (prefix sharing) or adds (activation
+recomputation, padding) shows in the time, not in the count.
 
     python benchmarks/grpo_vs_trl.py [--algorithm grpo|rloo] [--steps 8] [--reps 3]
 """
@@ -109,6 +120,7 @@ def child_prefalign(spec: dict) -> dict:
             f"rollout.prompts_per_rollout={spec['prompts_per_step']}",
             f"rollout.num_samples={spec['group']}",
             f"rollout.max_new_tokens={spec['max_new_tokens']}", "rollout.temperature=1.0",
+            f"rollout.min_new_tokens={spec['min_new_tokens']}",
             f"kl.coef={spec['beta']}", "policy.clip_eps=0.2",
             f"policy.reduction={'token' if spec['algorithm'] == 'grpo' else 'constant'}",
             f"train.lr={spec['lr']}", f"train.max_steps={spec['steps']}",
@@ -170,7 +182,8 @@ def child_trl(spec: dict) -> dict:
             lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0,
             max_steps=spec["steps"], bf16=False, use_cpu=True, report_to="none",
             save_strategy="no", seed=spec["seed"], disable_tqdm=True,
-            gradient_checkpointing=not spec["fast"])
+            gradient_checkpointing=not spec["fast"],
+            generation_kwargs={"min_new_tokens": spec["min_new_tokens"]})
         peft_config = LoraConfig(r=spec["lora_rank"], lora_alpha=2 * spec["lora_rank"],
                                  lora_dropout=0.0, target_modules=common.LORA_TARGETS,
                                  task_type="CAUSAL_LM")
@@ -194,10 +207,28 @@ CHILDREN = {"prefalign": child_prefalign, "trl": child_trl}
 
 
 # -- parent -----------------------------------------------------------------------------
-def summarise(results: list[dict], pairs: int) -> dict:
-    """Medians over the runs of one kind; ``pairs``: (prompt, completion) pairs per run."""
+def plain_flops(shape: common.TransformerShape, prompt: float, completion: float,
+                 reference: bool) -> float:
+    """Model FLOPs of one sample computed plainly: generation (a forward over prompt +
+    completion), the reference forward when there is one, and the update's forward and
+    backward; the LM head over the completion positions in each pass."""
+    length, positions = round(prompt + completion), round(completion)
+    forward = shape.decoder_forward(1, length) + shape.head(positions)
+    backward = shape.decoder_backward(1, length) + shape.head(positions)
+    return forward * (3 if reference else 2) + backward
+
+
+def summarise(results: list[dict], pairs: int, work: dict) -> dict:
+    """Medians over the runs of one kind; ``pairs``: (prompt, completion) pairs per run;
+    ``work``: the model shape, mean prompt length, reference flag and matmul rate."""
     median = common.median
+    flops = [pairs * plain_flops(work["shape"], work["prompt_tokens"],
+                                 r["completion_tokens"] / pairs, work["reference"])
+             for r in results]
+    rate = median([f / r["seconds"] for f, r in zip(flops, results)])
     return {"runs": len(results), "seconds": median([r["seconds"] for r in results]),
+            "gflop_per_pair": median(flops) / pairs / 1e9, "gflops": rate / 1e9,
+            "fraction_of_peak": rate / work["peak_flops"],
             "pairs_per_s": median([pairs / r["seconds"] for r in results]),
             "completion_tokens_per_s": median([r["completion_tokens"] / r["seconds"]
                                                for r in results]),
@@ -211,17 +242,60 @@ def format_report(data: dict) -> str:
     """The summary and ratio tables of one online benchmark, in markdown."""
     rows = [[kind, f"{s['pairs_per_s']:.3f}", f"{s['completion_tokens_per_s']:.1f}",
              f"{s['mean_completion_tokens']:.1f}", f"{s['peak_rss_mb']:.0f}",
-             *(f"{s['phases'][phase]:.1f}" for phase in (*PHASES, "update"))]
+             *(f"{s['phases'][phase]:.1f}" for phase in (*PHASES, "update")),
+             f"{s['gflop_per_pair']:.1f}", f"{s['gflops']:.1f}",
+             f"{100 * s['fraction_of_peak']:.0f}%"]
             for kind, s in data["summary"].items()]
     table = common.markdown_table(
         ["run", "pairs/s", "completion tokens/s", "tokens/completion", "peak RSS MiB",
-         "setup s", "generate s", "reward s", "no-grad log-probs s", "update s"], rows)
+         "setup s", "generate s", "reward s", "no-grad log-probs s", "update s",
+         "GFLOP/pair", "GFLOP/s", "of matmul rate"], rows)
     ratios = common.markdown_table(
         ["comparison", "pairs/s", "peak RSS"],
         [[label, f"{r['pairs_per_s']:.2f}×", f"{r['peak_rss']:.2f}×"]
          for label, r in data["ratios"].items()])
     return (f"{table}\n\n{ratios}\n\nA pair is one (prompt, completion); the phase columns "
-            "are seconds per run (medians), the update being the rest of the timed run.")
+            "are seconds per run (medians), the update being the rest of the timed run. "
+            f"Mean prompt: {data['prompt_tokens']:.1f} tokens; fp32 matmul rate of this "
+            f"machine ({data['threads']} threads): {data['matmul_gflops']:.1f} GFLOP/s.")
+
+
+def build_spec(args, work: Path) -> tuple[dict, str]:
+    """The child spec of one benchmark (prompts written to ``work``) and its data source."""
+    from prefalign.models.embedded import embedded_path
+    from prefalign.tasks import load_source
+
+    source = f"builtin:arithmetic?n={args.steps * args.prompts_per_step}&seed={args.seed}"
+    prompts = work / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in load_source(source, "prompt")))
+    model_path = embedded_path() if args.model == "embedded" else Path(args.model).resolve()
+    spec = {"algorithm": args.algorithm, "prompts": str(prompts), "steps": args.steps,
+            "prompts_per_step": args.prompts_per_step, "group": args.group,
+            "max_new_tokens": args.max_new_tokens, "min_new_tokens": args.min_new_tokens,
+            "beta": args.beta, "lr": 5e-5, "lora_rank": 16, "threads": args.threads,
+            "seed": args.seed, "model": args.model if args.model == "embedded"
+            else str(model_path), "model_path": str(model_path)}
+    return spec, source
+
+
+def mean_prompt_tokens(spec: dict) -> float:
+    """Mean length of the benchmark's prompts under the model's chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_path"])
+    records = [json.loads(line) for line in Path(spec["prompts"]).read_text().splitlines()]
+    lengths = [len(tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}],
+                                                 add_generation_prompt=True, tokenize=True,
+                                                 return_dict=False)) for r in records]
+    return sum(lengths) / len(lengths)
+
+
+def matmul_rate(threads: int) -> float:
+    """The machine's fp32 matmul rate in FLOP/s, measured in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matmul.json"
+        common.write_json(path, {"threads": threads})
+        return common.run_child(SCRIPT, "matmul", path, threads)["flops"]
 
 
 def main() -> None:
@@ -235,6 +309,8 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=4)
     parser.add_argument("--group", type=int, default=4, help="completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--min-new-tokens", type=int, default=0,
+                        help="bar the end-of-sequence token below this length")
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -243,22 +319,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="JSON results file "
                         "(default benchmarks/results/<algorithm>.json)")
     args = parser.parse_args()
-    from prefalign.models.embedded import embedded_path
-    from prefalign.tasks import load_source
-
-    count = args.steps * args.prompts_per_step
-    source = f"builtin:arithmetic?n={count}&seed={args.seed}"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        prompts = work / "prompts.jsonl"
-        prompts.write_text("".join(json.dumps(r) + "\n" for r in load_source(source, "prompt")))
-        model_path = embedded_path() if args.model == "embedded" else Path(args.model).resolve()
-        spec = {"algorithm": args.algorithm, "prompts": str(prompts), "steps": args.steps,
-                "prompts_per_step": args.prompts_per_step, "group": args.group,
-                "max_new_tokens": args.max_new_tokens, "beta": args.beta, "lr": 5e-5,
-                "lora_rank": 16, "threads": args.threads, "seed": args.seed,
-                "model": args.model if args.model == "embedded" else str(model_path),
-                "model_path": str(model_path)}
+        spec, source = build_spec(args, work)
 
         def run(kind: str, index: int) -> dict:
             side, settings = RUNS[kind]
@@ -267,7 +330,17 @@ def main() -> None:
             return common.run_child(SCRIPT, side, path, args.threads)
 
         results = common.alternate(RUNS, args.reps, run)
-    summary = {kind: summarise(runs, count * args.group) for kind, runs in results.items()}
+        prompt_length = mean_prompt_tokens(spec)
+    peak = matmul_rate(args.threads)
+    from transformers import AutoConfig
+
+    shape = common.TransformerShape.from_config(AutoConfig.from_pretrained(spec["model_path"]),
+                                                lora_rank=spec["lora_rank"])
+    work_model = {"shape": shape, "prompt_tokens": prompt_length, "reference": args.beta > 0,
+                  "peak_flops": peak}
+    count = args.steps * args.prompts_per_step
+    summary = {kind: summarise(runs, count * args.group, work_model)
+               for kind, runs in results.items()}
     ratios = {f"prefalign vs {kind}": {
         "pairs_per_s": summary["prefalign"]["pairs_per_s"] / summary[kind]["pairs_per_s"],
         "peak_rss": summary["prefalign"]["peak_rss_mb"] / summary[kind]["peak_rss_mb"]}
@@ -278,7 +351,8 @@ def main() -> None:
               "machine": common.machine(), "versions": common.versions(),
               "model": args.model, "data": source, "prompts": count, "steps": args.steps,
               "prompts_per_step": args.prompts_per_step, "group": args.group,
-              "max_new_tokens": args.max_new_tokens, "beta": args.beta,
+              "max_new_tokens": args.max_new_tokens, "min_new_tokens": args.min_new_tokens,
+              "beta": args.beta, "prompt_tokens": prompt_length, "matmul_gflops": peak / 1e9,
               "threads": args.threads, "reps": args.reps, "summary": summary,
               "ratios": ratios, "raw": results}
     common.write_json(args.out or SCRIPT.parent / "results" / f"{args.algorithm}.json", report)

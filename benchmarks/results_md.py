@@ -5,8 +5,10 @@
 Targets (ratios of medians, prefalign over TRL): DPO pairs/s ≥ 2.0× TRL
 default cold, ≥ 3.0× with a warm reference cache, ≥ 1.5× TRL at its fastest
 settings; DPO peak resident memory ≤ 0.6× TRL default; reward-model pairs/s
-≥ 1.5× TRL ``RewardTrainer``. The online benchmarks (``grpo.json``, ``rloo.json``
-from ``grpo_vs_trl.py``) are reported without targets.
+≥ 1.5× TRL ``RewardTrainer``; GRPO and RLOO (``grpo.json``, ``rloo.json`` from
+``grpo_vs_trl.py``) pairs/s ≥ 1.5× TRL default, ≥ 1.2× TRL at its fastest
+settings, peak resident memory ≤ 0.7× TRL default. The memory-scaling figure comes
+from ``grpo_memory.json`` (``grpo_memory.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import grpo_memory  # noqa: E402
 import grpo_vs_trl  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_INPUTS = [HERE / "results" / f"{name}.json" for name in ("dpo", "rm", "grpo", "rloo")]
+DEFAULT_INPUTS = [HERE / "results" / f"{name}.json"
+                  for name in ("dpo", "rm", "grpo", "rloo", "grpo_memory")]
 TITLES = {"dpo": "DPO (sigmoid, β=0.1) vs TRL `DPOTrainer`",
           "rm": "Reward model (Bradley-Terry) vs TRL `RewardTrainer`",
           "grpo": "GRPO (token-level loss) vs TRL `GRPOTrainer`",
@@ -28,10 +32,15 @@ TITLES = {"dpo": "DPO (sigmoid, β=0.1) vs TRL `DPOTrainer`",
 
 
 def _targets(data: dict) -> list[tuple[str, float, str, float]]:
-    """(what, measured, comparison, target) of one benchmark (none for the online ones)."""
+    """(what, measured, comparison, target) of one benchmark."""
     ratios = data["ratios"]
     if data["benchmark"] in grpo_vs_trl.ALGORITHMS:
-        return []
+        return [("pairs/s vs TRL default", ratios["prefalign vs trl-default"]["pairs_per_s"],
+                 "≥", 1.5),
+                ("pairs/s vs TRL fastest", ratios["prefalign vs trl-fast"]["pairs_per_s"],
+                 "≥", 1.2),
+                ("peak resident memory vs TRL default",
+                 ratios["prefalign vs trl-default"]["peak_rss"], "≤", 0.7)]
     fastest = next(label for label in ratios if "TRL fastest" in label)
     if data["benchmark"] == "dpo":
         return [("pairs/s, cold, vs TRL default", ratios["prefalign-cold vs trl-default"]
@@ -63,7 +72,22 @@ def _runs_table(data: dict) -> str:
                                   "final loss"], rows)
 
 
+def memory_section(data: dict) -> str:
+    """The memory-scaling section: the figure and its table."""
+    return "\n".join([
+        "## GRPO peak memory against completion length", "",
+        f"Command: `{data['command']}` — {data['date']}", "",
+        f"One optimizer step of {data['prompts_per_step']} prompts × {data['group']} "
+        "completions, every completion forced to the length on the x axis (end-of-sequence "
+        f"barred until then), β={data['beta']}, {data['threads']} threads, model "
+        f"{data['model']}, one run per kind and length, each in its own process.", "",
+        "![peak memory against completion length](results/grpo_memory.png)", "",
+        grpo_memory.format_report(data), ""])
+
+
 def section(data: dict) -> str:
+    if data["benchmark"] == "grpo_memory":
+        return memory_section(data)
     online = data["benchmark"] in grpo_vs_trl.ALGORITHMS
     if online:
         work = (f"{data['prompts']} prompts ({data['data']}, model {data['model']}), "

@@ -107,3 +107,16 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, countdown_file, monkeypatch, 
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "num_samples" in err and "\n" not in err
+
+
+def test_min_new_tokens_reaches_the_sampler_and_may_not_exceed_the_maximum(tmp_path,
+                                                                          countdown_file):
+    from prefalign.stages.online.setup import sampling_settings
+
+    base = overrides(str(countdown_file), tmp_path, "rewards=[{name: countdown}]")
+    cfg = load_online_config("grpo", None, base + ["rollout.max_new_tokens=16",
+                                                   "rollout.min_new_tokens=16"])
+    assert sampling_settings(cfg).min_new_tokens == 16
+    with pytest.raises(ConfigError, match=r"min_new_tokens \(17\) exceeds max_new_tokens"):
+        load_online_config("grpo", None, base + ["rollout.max_new_tokens=16",
+                                                 "rollout.min_new_tokens=17"])

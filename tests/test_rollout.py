@@ -3,6 +3,8 @@ layout is right, and the training forward's log-probs are those of the sampled t
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import GenerationConfig
@@ -91,6 +93,35 @@ def test_greedy_repeats_one_completion_and_stop_strings_end_it(tiny):
     assert cut.finish == "stop"
     assert cut.text == text[:text.find(stop) + len(stop)]
     assert cut.token_ids == greedy[0].token_ids[:len(cut.token_ids)]
+
+
+class EosLikely(torch.nn.Module):
+    """An output head that adds +30 to the end-of-sequence logit: every sample ends at once."""
+
+    def __init__(self, head, eos_id):
+        super().__init__()
+        self.head, self.eos_id = head, eos_id
+
+    def forward(self, hidden):
+        logits = self.head(hidden)
+        logits[..., self.eos_id] += 30.0
+        return logits
+
+
+def test_min_new_tokens_bars_the_end_of_sequence_token_until_reached(tiny):
+    lm, tok = tiny
+    eager = copy.deepcopy(lm)
+    eager.lm_head = EosLikely(eager.lm_head, tok.eos_token_id)
+    ids = prompt_ids(tok, ["What is 12 + 7?", "Name a colour."])
+    engine = TransformersEngine(eager, tok)
+    free = engine.generate(ids, SamplingSettings(num_samples=2, max_new_tokens=8), seed=1)
+    assert all(c.token_ids == [tok.eos_token_id] and c.finish == "eos"
+               for g in free for c in g)
+    held = engine.generate(ids, SamplingSettings(num_samples=2, max_new_tokens=8,
+                                                 min_new_tokens=5), seed=1)
+    for completion in (c for g in held for c in g):
+        assert completion.finish == "eos" and len(completion.token_ids) == 6
+        assert tok.eos_token_id not in completion.token_ids[:5]
 
 
 def reference_logps(lm, prompt, completion, temperature):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prefalign.config.base import StrictModel
 from prefalign.config.sections import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -29,6 +29,9 @@ class RolloutConfig(StrictModel):
     num_samples: int = Field(4, gt=0, description="Completions per prompt: the group size G "
                              "of GRPO, the K of RLOO, the candidates of online DPO.")
     max_new_tokens: int = Field(64, gt=0, description="Longest completion, in tokens.")
+    min_new_tokens: int = Field(0, ge=0, description="Shortest completion, in tokens: the "
+                                "end-of-sequence token is barred before it (stop strings "
+                                "still end a completion). At most max_new_tokens.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature τ. Every "
                                "log-prob of the run is taken at it, log softmax(z/τ): the "
                                "policy's, the old policy's, the reference's, the KL in "
@@ -42,6 +45,13 @@ class RolloutConfig(StrictModel):
     generation_batch_size: int = Field(64, gt=0, description="Prompts per generate call.")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description="Share of GPU "
                                                "memory the vLLM engine may take.")
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> RolloutConfig:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) exceeds max_new_tokens "
+                             f"({self.max_new_tokens})")
+        return self
 
 
 class RewardSpec(StrictModel):

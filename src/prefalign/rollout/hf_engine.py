@@ -77,7 +77,8 @@ class TransformersEngine:
         sampling = {} if settings.greedy else {
             "temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k}
         return GenerationConfig(
-            max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy,
+            max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens,
+            do_sample=not settings.greedy,
             pad_token_id=self.pad_id, eos_token_id=self.eos_ids, **sampling)
 
     def _generate_chunk(self, chunk: list[list[int]], rows_per_prompt: int,

@@ -13,7 +13,8 @@ class SamplingSettings:
     """How to sample: ``num_samples`` completions per prompt of at most
     ``max_new_tokens`` tokens; ``temperature`` 0 means greedy (then every sample of a
     prompt is the same); ``top_k`` 0 and ``top_p`` 1 switch those filters off; a
-    completion ends at the end-of-sequence token or the first stop string."""
+    completion ends at the end-of-sequence token or the first stop string, but not
+    before ``min_new_tokens`` (the end-of-sequence token is barred until then)."""
 
     num_samples: int = 1
     max_new_tokens: int = 64
@@ -21,6 +22,7 @@ class SamplingSettings:
     top_p: float = 1.0
     top_k: int = 0
     stop: tuple[str, ...] = ()
+    min_new_tokens: int = 0
 
     @property
     def greedy(self) -> bool:

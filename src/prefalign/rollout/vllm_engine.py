@@ -91,7 +91,7 @@ class VLLMEngine:
         params = SamplingParams(
             n=rows, temperature=settings.temperature, top_p=settings.top_p,
             top_k=settings.top_k if settings.top_k > 0 else -1,
-            max_tokens=settings.max_new_tokens, stop=list(settings.stop) or None,
+            max_tokens=settings.max_new_tokens, min_tokens=settings.min_new_tokens, stop=list(settings.stop) or None,
             include_stop_str_in_output=True, seed=seed)
         prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)

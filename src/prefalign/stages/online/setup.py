@@ -34,7 +34,7 @@ def sampling_settings(cfg: OnlineConfig) -> SamplingSettings:
     """The rollout's sampling settings from the config."""
     r = cfg.rollout
     return SamplingSettings(r.num_samples, r.max_new_tokens, r.temperature, r.top_p, r.top_k,
-                            tuple(r.stop))
+                            tuple(r.stop), r.min_new_tokens)
 
 
 def policy_side(model: torch.nn.Module, tokenizer, generation_batch: int,

@@ -34,6 +34,7 @@ after every iteration reports the win rate against the starting policy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Literal
@@ -175,7 +176,7 @@ class OnlineDPOAlgorithm:
 
     def _reference_samples(self, prompt_ids: list[list[int]], seed: int) -> list[list[int]]:
         s = self.setup.sampling
-        single = SamplingSettings(1, s.max_new_tokens, s.temperature, s.top_p, s.top_k, s.stop)
+        single = dataclasses.replace(s, num_samples=1)
         groups = self.setup.reference_side().generate(prompt_ids, single, seed)
         return [group[0].token_ids for group in groups]
 
