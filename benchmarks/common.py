@@ -354,11 +354,15 @@ def prepare(args, script: Path) -> Setup:
     pairs, source = benchmark_pairs(args.steps * args.batch_size, args.seed, args.generated)
     shape = TransformerShape.from_config(AutoConfig.from_pretrained(embedded_path()),
                                          lora_rank=16)
+    return Setup(pairs, source, shape, measure_matmul(script, args.threads), args)
+
+
+def measure_matmul(script: Path, threads: int) -> float:
+    """The machine's fp32 matmul rate in FLOP/s, measured by ``script --child matmul``."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "matmul.json"
-        write_json(spec, {"threads": args.threads})
-        peak = run_child(script, "matmul", spec, args.threads)["flops"]
-    return Setup(pairs, source, shape, peak, args)
+        write_json(spec, {"threads": threads})
+        return run_child(script, "matmul", spec, threads)["flops"]
 
 
 def median(values: list[float]) -> float:

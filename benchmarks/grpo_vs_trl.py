@@ -290,14 +290,6 @@ def mean_prompt_tokens(spec: dict) -> float:
     return sum(lengths) / len(lengths)
 
 
-def matmul_rate(threads: int) -> float:
-    """The machine's fp32 matmul rate in FLOP/s, measured in a child process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "matmul.json"
-        common.write_json(path, {"threads": threads})
-        return common.run_child(SCRIPT, "matmul", path, threads)["flops"]
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         common.child_main(CHILDREN, sys.argv[2], sys.argv[3])
@@ -331,7 +323,7 @@ def main() -> None:
 
         results = common.alternate(RUNS, args.reps, run)
         prompt_length = mean_prompt_tokens(spec)
-    peak = matmul_rate(args.threads)
+    peak = common.measure_matmul(SCRIPT, args.threads)
     from transformers import AutoConfig
 
     shape = common.TransformerShape.from_config(AutoConfig.from_pretrained(spec["model_path"]),
