@@ -22,16 +22,40 @@ import json
 import sys
 from pathlib import Path
 
+from prefalign.tasks.base import prompt_key
+
 source, target = map(Path, sys.argv[1:])
-for split in ("train", "eval"):
-    rows = [json.loads(line) for line in (source / f"{split}.jsonl").open()]
-    with (target / f"{split}.jsonl").open("w") as out:
-        for row in rows:
-            prompt = row["prompt"]
-            if isinstance(prompt, list):  # keep the final user message alone
-                row["prompt"] = [next(m for m in reversed(prompt) if m["role"] == "user")]
-            out.write(json.dumps(row) + "\n")
-    print(f"{target / f'{split}.jsonl'}: {len(rows)} pairs, prompts cut to the last user turn")
+
+
+def last_turn(row):
+    """The row with its chat prompt cut to the final user message."""
+    prompt = row["prompt"]
+    if isinstance(prompt, list):
+        row = {**row, "prompt": [next(m for m in reversed(prompt) if m["role"] == "user")]}
+    return row
+
+
+def read(split):
+    return [json.loads(line) for line in (source / f"{split}.jsonl").open()]
+
+
+def write(name, rows):
+    with (target / name).open("w") as out:
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+train = [last_turn(row) for row in read("train")]
+write("train.jsonl", train)
+# Cut to the last turn, a few held-out prompts ("Thanks.") equal training ones: those
+# pairs leave the held-out set of both cells, which are judged on the same pairs.
+seen = {prompt_key(row) for row in train}
+whole = read("eval")
+kept = [(row, cut) for row, cut in ((row, last_turn(row)) for row in whole)
+        if prompt_key(cut) not in seen]
+write("eval.jsonl", [cut for _, cut in kept])
+write("eval-whole-conversation.jsonl", [row for row, _ in kept])
+print(f"{target}: {len(train)} training pairs; {len(kept)} of {len(whole)} held-out pairs "
+      f"whose last turn is not a training prompt, cut and whole")
 PY
 
 for sweep in $ONLY; do
