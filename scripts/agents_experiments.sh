@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The agent measurements of docs/agents.md with the embedded model: the agents × task
+# sets table, the memory ablation (flat vs scratchpad on 2–8 hop chains), agentic SFT on
+# the oracle's chains-train trajectories judged on the held-out chains, and multi-turn
+# RL (agent-rl) from that SFT model. Each step resumes (finished tasks are skipped) and
+# prints its wall time.
+#
+#   scripts/agents_experiments.sh
+#   ONLY="table memory" THREADS=1 scripts/agents_experiments.sh
+#   AGENT_RL_ROUNDS=3 ONLY=rl scripts/agents_experiments.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFALIGN=${PREFALIGN:-prefalign}
+OUT=${OUT:-runs}
+THREADS=${THREADS:-2}
+ONLY=${ONLY:-react memory sft table rl}
+STEPS=${MAX_STEPS:-10}          # a chain of h hops takes h + 1 turns
+TOKENS=${MAX_NEW_TOKENS:-96}    # the oracle's turns are under 40 tokens
+SETS=(--tasks benchmark --tasks gaia --tasks chains --tasks code)
+export OMP_NUM_THREADS=$THREADS
+
+timed() {
+    local name=$1 start
+    shift
+    start=$(date +%s)
+    "$@"
+    echo "$name: $(($(date +%s) - start))s"
+}
+
+agent() {  # agent NAME OUT-FOLDER ARGS...
+    local name=$1 folder=$2
+    shift 2
+    timed "$name" $PREFALIGN eval agent --model embedded --max-steps "$STEPS" \
+        --max-new-tokens "$TOKENS" --out "$OUT/agents/$folder" "$@"
+}
+
+for part in $ONLY; do
+    case $part in
+    react)   # the ReAct row of the table, and the flat-memory side of the ablation
+        agent react react --agent react "${SETS[@]}" ;;
+    memory)
+        agent react-scratchpad react-scratchpad --agent react --memory scratchpad \
+            --tasks chains ;;
+    sft)     # oracle trajectories → SFT rows → SFT → ReAct on the held-out chains
+        $PREFALIGN eval agent --agent oracle --tasks chains-train \
+            --out "$OUT/agents/oracle-train"
+        $PREFALIGN data agent-sft "$OUT/agents/oracle-train/trajectories.jsonl" \
+            --out "$OUT/data/agent-sft.jsonl"
+        grep -E '"task": "chains-train/chain-train-[234]-' "$OUT/data/agent-sft.jsonl" \
+            > "$OUT/data/agent-sft-2to4-hops.jsonl"
+        timed agent-sft $PREFALIGN sft --config configs/sft-agent.yaml "output_dir=$OUT" \
+            "data.train=$OUT/data/agent-sft-2to4-hops.jsonl" "train.threads=$THREADS"
+        timed react-after-sft $PREFALIGN eval agent --agent react \
+            --model "$OUT/agent-sft/final" --max-steps "$STEPS" --max-new-tokens "$TOKENS" \
+            --tasks chains --out "$OUT/agents/react-after-sft" ;;
+    table)   # the other agents on every set
+        agent zero-shot zero-shot --agent zero-shot "${SETS[@]}"
+        agent plan-execute plan-execute --agent plan-execute "${SETS[@]}"
+        agent planner-executor planner-executor --agent planner-executor "${SETS[@]}" ;;
+    rl)
+        timed agent-rl $PREFALIGN agent-rl --config configs/agent-rl-chains.yaml \
+            "output_dir=$OUT" "model.name=$OUT/agent-sft/final" "train.threads=$THREADS" \
+            ${AGENT_RL_ROUNDS:+"agent_rl.rounds=$AGENT_RL_ROUNDS"} ;;
+    *) echo "unknown part: $part (react, memory, sft, table, rl)" >&2; exit 2 ;;
+    esac
+done
