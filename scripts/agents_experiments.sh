@@ -27,19 +27,19 @@ timed() {
     echo "$name: $(($(date +%s) - start))s"
 }
 
-agent() {  # agent NAME OUT-FOLDER ARGS...
-    local name=$1 folder=$2
+agent() {  # agent NAME MODEL ARGS...: results in $OUT/agents/NAME
+    local name=$1 model=$2
     shift 2
-    timed "$name" $PREFALIGN eval agent --model embedded --max-steps "$STEPS" \
-        --max-new-tokens "$TOKENS" --out "$OUT/agents/$folder" "$@"
+    timed "$name" $PREFALIGN eval agent --model "$model" --max-steps "$STEPS" \
+        --max-new-tokens "$TOKENS" --out "$OUT/agents/$name" "$@"
 }
 
 for part in $ONLY; do
     case $part in
     react)   # the ReAct row of the table, and the flat-memory side of the ablation
-        agent react react --agent react "${SETS[@]}" ;;
+        agent react embedded --agent react "${SETS[@]}" ;;
     memory)
-        agent react-scratchpad react-scratchpad --agent react --memory scratchpad \
+        agent react-scratchpad embedded --agent react --memory scratchpad \
             --tasks chains ;;
     sft)     # oracle trajectories → SFT rows → SFT → ReAct on the held-out chains
         $PREFALIGN eval agent --agent oracle --tasks chains-train \
@@ -50,13 +50,11 @@ for part in $ONLY; do
             > "$OUT/data/agent-sft-2to4-hops.jsonl"
         timed agent-sft $PREFALIGN sft --config configs/sft-agent.yaml "output_dir=$OUT" \
             "data.train=$OUT/data/agent-sft-2to4-hops.jsonl" "train.threads=$THREADS"
-        timed react-after-sft $PREFALIGN eval agent --agent react \
-            --model "$OUT/agent-sft/final" --max-steps "$STEPS" --max-new-tokens "$TOKENS" \
-            --tasks chains --out "$OUT/agents/react-after-sft" ;;
+        agent react-after-sft "$OUT/agent-sft/final" --agent react --tasks chains ;;
     table)   # the other agents on every set
-        agent zero-shot zero-shot --agent zero-shot "${SETS[@]}"
-        agent plan-execute plan-execute --agent plan-execute "${SETS[@]}"
-        agent planner-executor planner-executor --agent planner-executor "${SETS[@]}" ;;
+        agent zero-shot embedded --agent zero-shot "${SETS[@]}"
+        agent plan-execute embedded --agent plan-execute "${SETS[@]}"
+        agent planner-executor embedded --agent planner-executor "${SETS[@]}" ;;
     rl)
         timed agent-rl $PREFALIGN agent-rl --config configs/agent-rl-chains.yaml \
             "output_dir=$OUT" "model.name=$OUT/agent-sft/final" "train.threads=$THREADS" \
