@@ -2,7 +2,8 @@
 # The agent measurements of docs/agents.md with the embedded model: the agents × task
 # sets table, the memory ablation (flat vs scratchpad on 2–8 hop chains), agentic SFT on
 # the oracle's chains-train trajectories judged on the held-out chains, and multi-turn
-# RL (agent-rl) from that SFT model. Each step resumes (finished tasks are skipped) and
+# RL (agent-rl) from that SFT model, then every finished run in one report
+# ($OUT/agents/all: report.md and figures/hops.png). Each step resumes (finished tasks are skipped) and
 # prints its wall time.
 #
 #   scripts/agents_experiments.sh
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 PREFALIGN=${PREFALIGN:-prefalign}
 OUT=${OUT:-runs}
 THREADS=${THREADS:-2}
-ONLY=${ONLY:-react memory sft table rl}
+ONLY=${ONLY:-react memory sft table rl report}
 STEPS=${MAX_STEPS:-10}          # a chain of h hops takes h + 1 turns
 TOKENS=${MAX_NEW_TOKENS:-96}    # the oracle's turns are under 40 tokens
 SETS=(--tasks benchmark --tasks gaia --tasks chains --tasks code)
@@ -59,6 +60,13 @@ for part in $ONLY; do
         timed agent-rl $PREFALIGN agent-rl --config configs/agent-rl-chains.yaml \
             "output_dir=$OUT" "model.name=$OUT/agent-sft/final" "train.threads=$THREADS" \
             ${AGENT_RL_ROUNDS:+"agent_rl.rounds=$AGENT_RL_ROUNDS"} ;;
-    *) echo "unknown part: $part (react, memory, sft, table, rl)" >&2; exit 2 ;;
+    report)  # every finished agent run in one table, and the flat vs scratchpad figure
+        runs=()
+        for name in react react-scratchpad react-after-sft zero-shot plan-execute \
+                    planner-executor; do
+            [ -s "$OUT/agents/$name/trajectories.jsonl" ] && runs+=("$OUT/agents/$name")
+        done
+        $PREFALIGN eval agent-report "${runs[@]}" --out "$OUT/agents/all" ;;
+    *) echo "unknown part: $part (react, memory, sft, table, rl, report)" >&2; exit 2 ;;
     esac
 done

@@ -279,3 +279,22 @@ def test_agent_sft_rows_are_the_react_turns_of_successful_trajectories(tmp_path,
     assert [parse_turn(a).text for a in actions] == [name for _, name in task.oracle]
     observations = [m["content"] for m in last if m["content"].startswith("Observation:")]
     assert len(observations) == 3 and f"mentor was {task.answer}" in observations[-1]
+
+
+def test_agent_report_merges_runs_into_one_table_and_one_hops_figure(tmp_path, capsys):
+    task_set = chain_task_set(per_hop=2, hops=(2, 3))
+    run_agent(AgentSpec("oracle", AgentSettings()), [task_set], tmp_path / "oracle")
+    run_agent(AgentSpec("random", AgentSettings()), [task_set], tmp_path / "random")
+    code = run_cli("eval", "agent-report", str(tmp_path / "oracle"), str(tmp_path / "random"),
+                   "--out", str(tmp_path / "merged"))
+    assert code == 0
+    rows = json.loads((tmp_path / "merged" / "report.json").read_text())["rows"]
+    overall = {r["agent"]: r for r in rows if r["category"] == "all"}
+    assert set(overall) == {"oracle", "random"}
+    assert overall["oracle"]["n"] == overall["random"]["n"] == 4
+    assert overall["oracle"]["answer"]["mean"] == 1.0
+    assert overall["random"]["answer"]["mean"] < 1.0
+    assert (tmp_path / "merged" / "figures" / "hops.png").stat().st_size > 0
+    code = run_cli("eval", "agent-report", str(tmp_path / "missing"), "--out",
+                   str(tmp_path / "merged"))
+    assert code != 0 and "missing/trajectories.jsonl: no trajectories" in capsys.readouterr().err

@@ -82,9 +82,12 @@ def memory_figure(records: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     by_memory: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    several_models = len({record["model"] for record in records}) > 1
     for record in records:
-        by_memory[f"{record['agent']} / {record['memory']}"][record["level"]].append(
-            record["answer_score"])
+        label = f"{record['agent']} / {record['memory']}"
+        if several_models:
+            label += f" / {Path(record['model']).parent.name or record['model']}"
+        by_memory[label][record["level"]].append(record["answer_score"])
     fig, axis = plt.subplots(figsize=(5.5, 3.8))
     for label, levels in sorted(by_memory.items()):
         hops = sorted(levels)

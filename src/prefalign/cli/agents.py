@@ -88,6 +88,30 @@ def agent_sft(trajectories: Path = typer.Argument(..., help="trajectories.jsonl 
     typer.echo(f"{passed} of {len(records)} trajectories passed; {len(rows)} rows → {out}")
 
 
+def agent_report(runs: list[Path] = typer.Argument(..., help="Output folders of "
+                                                 "`prefalign eval agent`."),
+                 out: Path = typer.Option(..., "--out", "-o", help="Folder for the merged "
+                                          "report.md/json and figures/hops.png.")) -> None:
+    """Several agent runs in one report (the agents × task sets table) and one memory
+    figure (answer accuracy against hops, a line per agent, memory and model)."""
+    from prefalign.agents.report import memory_figure, write_report
+    from prefalign.agents.trajectory import read_trajectories
+    from prefalign.errors import DataError
+
+    records = []
+    for run in runs:
+        found = read_trajectories(run / "trajectories.jsonl")
+        if not found:
+            raise DataError(f"{run / 'trajectories.jsonl'}: no trajectories")
+        records += found
+    paths = write_report(records, out)
+    chains = [r for r in records if r["task_set"] == "chains"]
+    if chains:
+        memory_figure(chains, out / "figures" / "hops.png")
+    typer.echo(f"{len(records)} tasks from {len(runs)} runs\nreport: {paths['markdown']}")
+
+
 def register(eval_app: typer.Typer, data_app: typer.Typer) -> None:
     eval_app.command("agent")(agent)
+    eval_app.command("agent-report")(agent_report)
     data_app.command("agent-sft")(agent_sft)
