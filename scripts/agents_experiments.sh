@@ -9,6 +9,7 @@
 #   scripts/agents_experiments.sh
 #   ONLY="table memory" THREADS=1 scripts/agents_experiments.sh
 #   AGENT_RL_ROUNDS=3 ONLY=rl scripts/agents_experiments.sh
+#   LIMIT=6 ONLY="plan-execute planner-executor" scripts/agents_experiments.sh  # first 6 of each set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFALIGN=${PREFALIGN:-prefalign}
@@ -53,9 +54,11 @@ for part in $ONLY; do
             "data.train=$OUT/data/agent-sft-2to4-hops.jsonl" "train.threads=$THREADS"
         agent react-after-sft "$OUT/agent-sft/final" --agent react --tasks chains ;;
     table)   # the other agents on every set
-        agent zero-shot embedded --agent zero-shot "${SETS[@]}"
-        agent plan-execute embedded --agent plan-execute "${SETS[@]}"
-        agent planner-executor embedded --agent planner-executor "${SETS[@]}" ;;
+        for name in zero-shot plan-execute planner-executor; do
+            agent "$name" embedded --agent "$name" "${SETS[@]}" ${LIMIT:+--limit "$LIMIT"}
+        done ;;
+    zero-shot|plan-execute|planner-executor)
+        agent "$part" embedded --agent "$part" "${SETS[@]}" ${LIMIT:+--limit "$LIMIT"} ;;
     rl)
         timed agent-rl $PREFALIGN agent-rl --config configs/agent-rl-chains.yaml \
             "output_dir=$OUT" "model.name=$OUT/agent-sft/final" "train.threads=$THREADS" \
@@ -67,6 +70,7 @@ for part in $ONLY; do
             [ -s "$OUT/agents/$name/trajectories.jsonl" ] && runs+=("$OUT/agents/$name")
         done
         $PREFALIGN eval agent-report "${runs[@]}" --out "$OUT/agents/all" ;;
-    *) echo "unknown part: $part (react, memory, sft, table, rl, report)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (react, memory, sft, table or one of its agents, rl," \
+            "report)" >&2; exit 2 ;;
     esac
 done
