@@ -53,6 +53,9 @@ for part in $ONLY; do
         timed agent-sft $PREFALIGN sft --config configs/sft-agent.yaml "output_dir=$OUT" \
             "data.train=$OUT/data/agent-sft-2to4-hops.jsonl" "train.threads=$THREADS"
         agent react-after-sft "$OUT/agent-sft/final" --agent react --tasks chains ;;
+    memory-after-sft)  # the memory ablation again, with the model that calls tools
+        agent react-scratchpad-after-sft "$OUT/agent-sft/final" --agent react \
+            --memory scratchpad --tasks chains ;;
     table)   # the other agents on every set
         for name in zero-shot plan-execute planner-executor; do
             agent "$name" embedded --agent "$name" "${SETS[@]}" ${LIMIT:+--limit "$LIMIT"}
@@ -65,12 +68,12 @@ for part in $ONLY; do
             ${AGENT_RL_ROUNDS:+"agent_rl.rounds=$AGENT_RL_ROUNDS"} ;;
     report)  # every finished agent run in one table, and the flat vs scratchpad figure
         runs=()
-        for name in react react-scratchpad react-after-sft zero-shot plan-execute \
-                    planner-executor; do
+        for name in react react-scratchpad react-after-sft react-scratchpad-after-sft \
+                    zero-shot plan-execute planner-executor; do
             [ -s "$OUT/agents/$name/trajectories.jsonl" ] && runs+=("$OUT/agents/$name")
         done
         $PREFALIGN eval agent-report "${runs[@]}" --out "$OUT/agents/all" ;;
-    *) echo "unknown part: $part (react, memory, sft, table or one of its agents, rl," \
-            "report)" >&2; exit 2 ;;
+    *) echo "unknown part: $part (react, memory, sft, memory-after-sft, table or one of" \
+            "its agents, rl, report)" >&2; exit 2 ;;
     esac
 done
