@@ -89,10 +89,12 @@ def memory_figure(records: list[dict], path: Path) -> Path:
             label += f" / {Path(record['model']).parent.name or record['model']}"
         by_memory[label][record["level"]].append(record["answer_score"])
     fig, axis = plt.subplots(figsize=(5.5, 3.8))
-    for label, levels in sorted(by_memory.items()):
+    lines = sorted(by_memory.items())
+    for index, (label, levels) in enumerate(lines):
         hops = sorted(levels)
         stats = [_stat(levels[h]) for h in hops]
-        axis.errorbar(hops, [s["mean"] for s in stats],
+        dodge = 0.08 * (index - (len(lines) - 1) / 2)  # lines at equal scores stay visible
+        axis.errorbar([h + dodge for h in hops], [s["mean"] for s in stats],
                       yerr=[[s["mean"] - s["low"] for s in stats],
                             [s["high"] - s["mean"] for s in stats]],
                       marker="o", capsize=3, label=label)
