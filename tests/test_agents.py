@@ -298,3 +298,12 @@ def test_agent_report_merges_runs_into_one_table_and_one_hops_figure(tmp_path, c
     code = run_cli("eval", "agent-report", str(tmp_path / "missing"), "--out",
                    str(tmp_path / "merged"))
     assert code != 0 and "missing/trajectories.jsonl: no trajectories" in capsys.readouterr().err
+
+
+def test_memory_figure_draws_groups_of_three_failed_tasks(tmp_path):
+    from prefalign.agents.report import memory_figure
+
+    records = [{"agent": "react", "memory": "flat", "model": "m", "level": hops,
+                "answer_score": 0.0} for hops in (2, 3) for _ in range(3)]
+    path = memory_figure(records, tmp_path / "hops.png")
+    assert path.stat().st_size > 0

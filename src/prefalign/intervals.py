@@ -20,7 +20,9 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
     denominator = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact at k = 0 and k = n,
+    high = 1.0 if successes >= n else min(1.0, centre + half)  # where rounding strays
+    return low, high
 
 
 # Student t quantiles at 0.975 (two-sided 95%) for 1..30 degrees of freedom, to 6
