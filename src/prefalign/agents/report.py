@@ -95,8 +95,8 @@ def memory_figure(records: list[dict], path: Path) -> Path:
         stats = [_stat(levels[h]) for h in hops]
         dodge = 0.08 * (index - (len(lines) - 1) / 2)  # lines at equal scores stay visible
         axis.errorbar([h + dodge for h in hops], [s["mean"] for s in stats],
-                      yerr=[[max(0.0, s["mean"] - s["low"]) for s in stats],
-                            [max(0.0, s["high"] - s["mean"]) for s in stats]],
+                      yerr=[[s["mean"] - s["low"] for s in stats],
+                            [s["high"] - s["mean"] for s in stats]],
                       marker="o", capsize=3, label=label)
     axis.set_xlabel("hops")
     axis.set_ylabel("answer accuracy (95% Wilson)")

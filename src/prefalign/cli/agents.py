@@ -37,7 +37,6 @@ def agent(agent_name: str = typer.Option(..., "--agent", help="oracle, random, z
     from prefalign.agents.agents import AGENTS, MEMORIES, AgentSettings
     from prefalign.agents.backends import load_chat_model
     from prefalign.agents.harness import AgentSpec, run_agent
-    from prefalign.agents.report import memory_figure, write_report
     from prefalign.agents.tasks import load_task_set
     from prefalign.errors import ConfigError
 
@@ -53,11 +52,19 @@ def agent(agent_name: str = typer.Option(..., "--agent", help="oracle, random, z
     spec = AgentSpec(agent_name, AgentSettings(memory, max_steps, max_new_tokens), chat,
                      second)
     records = run_agent(spec, task_sets, out, limit)
+    report = _write_outputs(records, out)
+    typer.echo(f"{len(records)} tasks\nreport: {report}")
+
+
+def _write_outputs(records: list[dict], out: Path) -> Path:
+    """report.md/json in ``out``, and figures/hops.png when chain tasks are among them."""
+    from prefalign.agents.report import memory_figure, write_report
+
     paths = write_report(records, out)
     chains = [r for r in records if r["task_set"] == "chains"]
     if chains:
         memory_figure(chains, out / "figures" / "hops.png")
-    typer.echo(f"{len(records)} tasks\nreport: {paths['markdown']}")
+    return paths["markdown"]
 
 
 def agent_sft(trajectories: Path = typer.Argument(..., help="trajectories.jsonl of "
@@ -94,7 +101,6 @@ def agent_report(runs: list[Path] = typer.Argument(..., help="Output folders of 
                                           "report.md/json and figures/hops.png.")) -> None:
     """Several agent runs in one report (the agents × task sets table) and one memory
     figure (answer accuracy against hops, a line per agent, memory and model)."""
-    from prefalign.agents.report import memory_figure, write_report
     from prefalign.agents.trajectory import read_trajectories
     from prefalign.errors import DataError
 
@@ -104,11 +110,8 @@ def agent_report(runs: list[Path] = typer.Argument(..., help="Output folders of 
         if not found:
             raise DataError(f"{run / 'trajectories.jsonl'}: no trajectories")
         records += found
-    paths = write_report(records, out)
-    chains = [r for r in records if r["task_set"] == "chains"]
-    if chains:
-        memory_figure(chains, out / "figures" / "hops.png")
-    typer.echo(f"{len(records)} tasks from {len(runs)} runs\nreport: {paths['markdown']}")
+    report = _write_outputs(records, out)
+    typer.echo(f"{len(records)} tasks from {len(runs)} runs\nreport: {report}")
 
 
 def register(eval_app: typer.Typer, data_app: typer.Typer) -> None:
