@@ -9,7 +9,8 @@ al. 2024, arXiv 2402.14740; both trainers put β·Σ_t (log π_old − log π_re
 reward and use the leave-one-out baseline; TRL's loss clips a sequence-level ratio
 and averages over sequences, prefalign's clips per token, here with
 ``policy.reduction=constant`` (Σ over tokens / (B·max_new_tokens)), so on-policy its
-gradient is TRL's divided by ``max_new_tokens``.
+gradient is TRL's divided by ``max_new_tokens``
+(``tests/test_trl_rloo_exactness.py`` checks advantages, losses and gradients).
 
 Both sides train the same model (default the embedded SmolLM2-135M-Instruct) in fp32
 on CPU, LoRA r=16 (alpha 32, no dropout) on q/k/v/o, on the built-in arithmetic
