@@ -86,6 +86,14 @@ def main() -> None:
     args = parser.parse_args()
     peaks: dict[str, dict[str, float]] = {kind: {} for kind in grpo_vs_trl.RUNS}
     seconds: dict[str, dict[str, float]] = {kind: {} for kind in grpo_vs_trl.RUNS}
+    data = {"benchmark": "grpo_memory", "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "command": " ".join(["python", str(Path(__file__).resolve().relative_to(
+                common.REPO))] + sys.argv[1:]),
+            "machine": common.machine(), "versions": common.versions(),
+            "model": args.model, "lengths": [],  # those measured so far
+            "prompts_per_step": args.prompts_per_step, "group": args.group,
+            "beta": args.beta, "threads": args.threads, "peak_rss_mb": peaks,
+            "seconds": seconds}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for length in args.lengths:
@@ -107,16 +115,9 @@ def main() -> None:
                 print(f"L={length} {kind}: peak {result['peak_rss_mb']:.0f} MiB, "
                       f"{result['seconds']:.1f} s, {result['completion_tokens']} completion "
                       "tokens", file=sys.stderr, flush=True)
-    data = {"benchmark": "grpo_memory", "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "command": " ".join(["python", str(Path(__file__).resolve().relative_to(
-                common.REPO))] + sys.argv[1:]),
-            "machine": common.machine(), "versions": common.versions(),
-            "model": args.model, "lengths": args.lengths,
-            "prompts_per_step": args.prompts_per_step, "group": args.group,
-            "beta": args.beta, "threads": args.threads, "peak_rss_mb": peaks,
-            "seconds": seconds}
-    common.write_json(args.out, data)
-    plot(data, args.out.with_suffix(".png"))
+            data["lengths"].append(length)  # each finished length is kept if stopped
+            common.write_json(args.out, data)
+            plot(data, args.out.with_suffix(".png"))
     print(format_report(data))
 
 
