@@ -118,8 +118,11 @@ def _trl_step(model_dir, out_dir, beta: float, stale: bool, scale_rewards: str =
                            old_logps=batch.get("old_per_token_logps"), tokenizer=tokenizer)
 
 
-def _prefalign_step(model_dir, tmp_path, trl, beta: float):
-    """prefalign's GRPO step (``RolloutAlgorithm.step``) on TRL's prompts and completions."""
+def _prefalign_step(model_dir, tmp_path, trl, beta: float, algorithm_spec=GRPO,
+                    settings=("kl.estimator=k3", "policy.reduction=token",
+                              "policy.normalize_std=false")):
+    """prefalign's step of ``algorithm_spec`` (``RolloutAlgorithm.step``, default GRPO) on
+    TRL's prompts and completions; π_old is TRL's when ``trl`` carries one."""
     lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                               attn_implementation="sdpa")
     lm = get_peft_model(lm, _lora_config())
@@ -129,23 +132,23 @@ def _prefalign_step(model_dir, tmp_path, trl, beta: float):
                 param.copy_(trl.weights[name])
     policy = PolicyModel(lm, temperature=TEMPERATURE)
     prompts = len(PROMPTS)
-    cfg = load_online_config("grpo", None, [
+    cfg = load_online_config(algorithm_spec.name, None, [
         f"model.name={model_dir}", "data.train=builtin:arithmetic?n=8&seed=0",
         "rewards=[{name: arithmetic}]", f"rollout.prompts_per_rollout={prompts}",
         f"rollout.num_samples={GROUP}", f"rollout.max_new_tokens={MAX_NEW}",
         f"rollout.temperature={TEMPERATURE}", f"train.batch_size={prompts * GROUP}",
-        f"kl.coef={beta}", "kl.estimator=k3", f"policy.clip_eps={EPS}",
-        "policy.reduction=token", "policy.normalize_std=false"])
+        f"kl.coef={beta}", f"policy.clip_eps={EPS}", *settings])
     setup = SimpleNamespace(cfg=cfg, records=[{}] * prompts, run=SimpleNamespace(root=tmp_path),
                             policy=policy, reference=ReferencePolicy(policy),
                             autocast=contextlib.nullcontext)
-    algorithm = RolloutAlgorithm(setup, GRPO)
+    algorithm = RolloutAlgorithm(setup, algorithm_spec)
     tensors = pack_groups(trl.prompt_ids, trl.completions, trl.tokenizer.pad_token_id)
     rewards = torch.tensor(length_reward(trl.completions))
     rollout = Rollout(0, 1, [{}] * len(rewards), [], tensors, rewards, GROUP)
     algorithm._record_logps(rollout)  # π_ref when β > 0; π_old is π_θ detached
     algorithm._prepare(rollout)  # β and the group advantages
-    rollout.old_logps = trl.old_logps
+    if hasattr(trl, "old_logps"):
+        rollout.old_logps = trl.old_logps
     policy.train()
     out = algorithm.step(policy, MicroBatch(rollout, list(range(prompts)),
                                             group_rows(range(prompts), GROUP)))

@@ -20,29 +20,29 @@ values against these formulas, TRL's generation replaced by fixed completions.
 
 from __future__ import annotations
 
-import contextlib
 from types import SimpleNamespace
 
 import pytest
 import torch
 from datasets import Dataset
-from peft import get_peft_model
 from tests.test_trl_exactness import _lora_config, _lora_grads
-from tests.test_trl_grpo_exactness import (GROUP, LENGTHS, MAX_NEW, PROMPTS, TARGETS,
-                                           TEMPERATURE, _completions, length_reward)
+from tests.test_trl_grpo_exactness import (
+    EPS,
+    GROUP,
+    LENGTHS,
+    MAX_NEW,
+    PROMPTS,
+    TARGETS,
+    TEMPERATURE,
+    _completions,
+    _prefalign_step,
+    length_reward,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import RLOOConfig, RLOOTrainer
 
-from prefalign.rollout.batch import encode_prompts, pack_groups
-from prefalign.stages.online import load_online_config
+from prefalign.rollout.batch import encode_prompts
 from prefalign.stages.online.algorithms.rloo import RLOO
-from prefalign.stages.online.model import PolicyModel
-from prefalign.stages.online.reference import ReferencePolicy
-from prefalign.stages.online.rollout_algorithm import MicroBatch, RolloutAlgorithm
-from prefalign.stages.online.rollouts import Rollout
-from prefalign.stages.online.sequences import group_rows
-
-EPS = 0.2
 
 
 def _trl_step(model_dir, out_dir, beta: float):
@@ -83,45 +83,13 @@ def _trl_step(model_dir, out_dir, beta: float):
                            weights=weights, advantages=batch["advantages"], tokenizer=tokenizer)
 
 
-def _prefalign_step(model_dir, tmp_path, trl, beta: float):
-    """prefalign's RLOO step (``RolloutAlgorithm.step``) on TRL's prompts and completions."""
-    lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                              attn_implementation="sdpa")
-    lm = get_peft_model(lm, _lora_config())
-    with torch.no_grad():
-        for name, param in lm.named_parameters():
-            if "lora_" in name:
-                param.copy_(trl.weights[name])
-    policy = PolicyModel(lm, temperature=TEMPERATURE)
-    prompts = len(PROMPTS)
-    cfg = load_online_config("rloo", None, [
-        f"model.name={model_dir}", "data.train=builtin:arithmetic?n=8&seed=0",
-        "rewards=[{name: arithmetic}]", f"rollout.prompts_per_rollout={prompts}",
-        f"rollout.num_samples={GROUP}", f"rollout.max_new_tokens={MAX_NEW}",
-        f"rollout.temperature={TEMPERATURE}", f"train.batch_size={prompts * GROUP}",
-        f"kl.coef={beta}", f"policy.clip_eps={EPS}", "policy.reduction=constant"])
-    setup = SimpleNamespace(cfg=cfg, records=[{}] * prompts, run=SimpleNamespace(root=tmp_path),
-                            policy=policy, reference=ReferencePolicy(policy),
-                            autocast=contextlib.nullcontext)
-    algorithm = RolloutAlgorithm(setup, RLOO)
-    tensors = pack_groups(trl.prompt_ids, trl.completions, trl.tokenizer.pad_token_id)
-    rewards = torch.tensor(length_reward(trl.completions))
-    rollout = Rollout(0, 1, [{}] * len(rewards), [], tensors, rewards, GROUP)
-    algorithm._record_logps(rollout)  # π_old = π_θ detached, and π_ref when β > 0
-    algorithm._prepare(rollout)  # the KL-penalised rewards and leave-one-out advantages
-    policy.train()
-    out = algorithm.step(policy, MicroBatch(rollout, list(range(prompts)),
-                                            group_rows(range(prompts), GROUP)))
-    out.loss.backward()
-    return out, rollout, _lora_grads(lm)
-
-
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 def test_first_step_rloo_gradients_match_trl_up_to_the_normaliser(tmp_path, tiny_model_dir,
                                                                   beta):
     trl = _trl_step(tiny_model_dir, tmp_path / "trl", beta)
     assert trl.prompt_ids == encode_prompts([{"prompt": p} for p in PROMPTS], trl.tokenizer)
-    out, rollout, grads = _prefalign_step(tiny_model_dir, tmp_path, trl, beta)
+    out, rollout, grads = _prefalign_step(tiny_model_dir, tmp_path, trl, beta, RLOO,
+                                          ("policy.reduction=constant",))
 
     torch.testing.assert_close(rollout.advantages, trl.advantages, rtol=0, atol=1e-6)
     advantages = trl.advantages.double()
