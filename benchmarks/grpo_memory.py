@@ -5,12 +5,16 @@ optimizer step of ``--prompts-per-step`` prompts × ``--group`` completions), wi
 every completion forced to the same length L (the end-of-sequence token barred
 until L, on both sides) for L in ``--lengths``; each run is its own process and its
 peak resident memory (``ru_maxrss``) is recorded, once per kind and length — peak
-memory does not vary between repetitions the way time does. The growth with L is
+memory does not vary between repetitions the way time does. The kinds are those of
+``grpo_vs_trl.py`` and ``prefalign-checkpointing`` (``model.gradient_checkpointing=true``,
+prefix sharing kept), to set like for like against TRL's default, which checkpoints;
+``--kinds`` measures some of them again and keeps the others' figures from ``--out``
+when its settings match. The growth with L is
 what a trainer adds per completion token: the KV cache in generation, activations in
 the update, and any ``[B, T, V]`` logits tensor (V = 49,152 for the embedded model:
 8 × 1,024 × 49,152 fp32 is 1.5 GiB each time one is built).
 
-    python benchmarks/grpo_memory.py [--lengths 128 256 512 1024]
+    python benchmarks/grpo_memory.py [--lengths 128 256 512 1024] [--kinds KIND ...]
 
 Writes ``benchmarks/results/grpo_memory.json`` and ``grpo_memory.png``;
 ``results_md.py`` puts both into RESULTS.md.
@@ -19,6 +23,7 @@ Writes ``benchmarks/results/grpo_memory.json`` and ``grpo_memory.png``;
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -30,6 +35,8 @@ import grpo_vs_trl  # noqa: E402
 
 SCRIPT = grpo_vs_trl.SCRIPT
 OUT = Path(__file__).resolve().parent / "results"
+RUNS = {**grpo_vs_trl.RUNS, "prefalign-checkpointing": ("prefalign", {"checkpointing": True})}
+SETTINGS = ("model", "prompts_per_step", "group", "beta", "threads")
 
 
 def plot(data: dict, path: Path) -> None:
@@ -57,19 +64,32 @@ def plot(data: dict, path: Path) -> None:
 
 
 def format_report(data: dict) -> str:
-    """The memory table of ``grpo_memory.json`` in markdown, with the prefalign/TRL ratios."""
-    kinds = list(data["peak_rss_mb"])
+    """The memory table of ``grpo_memory.json`` in markdown, with each prefalign kind's
+    ratio to each TRL kind."""
+    peaks = data["peak_rss_mb"]
+    kinds = list(peaks)
+    pairs = [(ours, theirs) for ours in kinds if ours.startswith("prefalign")
+             for theirs in kinds if theirs.startswith("trl")]
     rows = []
     for n in data["lengths"]:
-        peaks = [data["peak_rss_mb"][kind].get(str(n)) for kind in kinds]
-        ours = data["peak_rss_mb"]["prefalign"].get(str(n))
-        ratios = [f"{ours / p:.2f}×" if ours and p else "–"
-                  for kind, p in zip(kinds, peaks) if kind != "prefalign"]
-        rows.append([str(n), *(f"{p:.0f}" if p else "failed" for p in peaks), *ratios])
-    others = [k for k in kinds if k != "prefalign"]
+        cells = [peaks[kind].get(str(n)) for kind in kinds]
+        ratios = [f"{peaks[ours][str(n)] / peaks[theirs][str(n)]:.2f}×"
+                  if peaks[ours].get(str(n)) and peaks[theirs].get(str(n)) else "–"
+                  for ours, theirs in pairs]
+        rows.append([str(n), *(f"{p:.0f}" if p else "failed" for p in cells), *ratios])
     return common.markdown_table(
         ["completion tokens", *(f"{k} MiB" for k in kinds),
-         *(f"prefalign / {k}" for k in others)], rows)
+         *(f"{ours} / {theirs}" for ours, theirs in pairs)], rows)
+
+
+def previous_figures(path: Path, settings: dict) -> dict:
+    """The figures of an earlier run at ``path`` with the same settings, else empty."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    if any(earlier.get(key) != settings[key] for key in SETTINGS):
+        return {}
+    return earlier
 
 
 def main() -> None:
@@ -82,13 +102,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="embedded",
                         help="'embedded' or a local model directory")
+    parser.add_argument("--kinds", nargs="+", choices=list(RUNS), default=list(RUNS),
+                        help="kinds to measure; the others keep their figures from --out")
     parser.add_argument("--out", type=Path, default=OUT / "grpo_memory.json")
     args = parser.parse_args()
-    peaks: dict[str, dict[str, float]] = {kind: {} for kind in grpo_vs_trl.RUNS}
-    seconds: dict[str, dict[str, float]] = {kind: {} for kind in grpo_vs_trl.RUNS}
+    earlier = previous_figures(args.out, vars(args))
+    peaks = {kind: {} if kind in args.kinds else earlier.get("peak_rss_mb", {}).get(kind, {})
+             for kind in RUNS}
+    seconds = {kind: {} if kind in args.kinds else earlier.get("seconds", {}).get(kind, {})
+               for kind in RUNS}
+    command = " ".join(["python", str(Path(__file__).resolve().relative_to(common.REPO))]
+                       + sys.argv[1:])
+    kept = [kind for kind in RUNS if kind not in args.kinds and peaks[kind]]
+    if kept:
+        command = f"{earlier['command']}, then {command}"
     data = {"benchmark": "grpo_memory", "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "command": " ".join(["python", str(Path(__file__).resolve().relative_to(
-                common.REPO))] + sys.argv[1:]),
+            "command": command,
             "machine": common.machine(), "versions": common.versions(),
             "model": args.model, "lengths": [],  # those measured so far
             "prompts_per_step": args.prompts_per_step, "group": args.group,
@@ -102,7 +131,8 @@ def main() -> None:
                 group=args.group, max_new_tokens=length, min_new_tokens=length,
                 beta=args.beta, threads=args.threads, seed=args.seed, model=args.model)
             spec, _ = grpo_vs_trl.build_spec(run_args, work)
-            for kind, (side, settings) in grpo_vs_trl.RUNS.items():
+            for kind in args.kinds:
+                side, settings = RUNS[kind]
                 path = work / f"spec-{kind}-{length}.json"
                 common.write_json(path, {**spec, **settings})
                 try:

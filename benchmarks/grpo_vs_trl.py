@@ -27,7 +27,11 @@ advantages (TRL Bessel-corrected + 1e-4, prefalign population + 1e-6); TRL's def
 
 Runs: ``prefalign`` (the online stage's ``RolloutAlgorithm`` on the Engine, the
 whole step as one micro-batch: prompts prefix-shared across their group in
-generation and in the training forward); ``trl-default`` (``GRPOConfig`` /
+generation and in the training forward); ``prefalign-micro`` (the same, the update
+in micro-batches of one prompt's group, ``train.batch_size`` = group,
+``train.grad_accum`` = prompts per step: the same objective and step, as the token
+loss is weighted by each micro-batch's share of the step's tokens, with one
+prompts-per-step-th of the update's activations alive at once); ``trl-default`` (``GRPOConfig`` /
 ``RLOOConfig`` defaults except fp32 and the shared settings: activation
 checkpointing on); ``trl-fast`` (no activation checkpointing). Each run is a child
 process, the kinds alternate in a rotated order each repetition, and medians are
@@ -65,8 +69,9 @@ import common  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 ALGORITHMS = ("grpo", "rloo")
-RUNS = {"prefalign": ("prefalign", {}), "trl-default": ("trl", {"fast": False}),
-        "trl-fast": ("trl", {"fast": True})}
+RUNS = {"prefalign": ("prefalign", {}), "prefalign-micro": ("prefalign", {"micro_groups": 1}),
+        "trl-default": ("trl", {"fast": False}), "trl-fast": ("trl", {"fast": True})}
+OURS = tuple(kind for kind, (side, _) in RUNS.items() if side == "prefalign")
 PHASES = ("setup", "generate", "reward", "logprobs")
 REWARD = "arithmetic"
 
@@ -109,11 +114,13 @@ def child_prefalign(spec: dict) -> dict:
     from prefalign.stages.online.rollout_algorithm import RolloutAlgorithm
     from prefalign.stages.online.run import build_setup, validate_inputs
 
-    sequences = spec["prompts_per_step"] * spec["group"]
+    micro_groups = spec.get("micro_groups", spec["prompts_per_step"])
+    micro_sequences = micro_groups * spec["group"]
     targets = ",".join(common.LORA_TARGETS)
     with tempfile.TemporaryDirectory() as out:
         cfg = load_online_config(spec["algorithm"], None, [
             f"model.name={spec['model']}", "model.dtype=float32",
+            f"model.gradient_checkpointing={str(spec.get('checkpointing', False)).lower()}",
             f"model.lora.r={spec['lora_rank']}", f"model.lora.alpha={2 * spec['lora_rank']}",
             "model.lora.dropout=0.0", f"model.lora.target_modules=[{targets}]",
             f"data.train={spec['prompts']}", "data.eval_fraction=0",
@@ -125,8 +132,9 @@ def child_prefalign(spec: dict) -> dict:
             f"kl.coef={spec['beta']}", "policy.clip_eps=0.2",
             f"policy.reduction={'token' if spec['algorithm'] == 'grpo' else 'constant'}",
             f"train.lr={spec['lr']}", f"train.max_steps={spec['steps']}",
-            f"train.batch_size={sequences}", "train.grad_accum=1", "train.scheduler=linear",
-            "train.warmup_ratio=0.0", "train.save_every=0", f"train.seed={spec['seed']}",
+            f"train.batch_size={micro_sequences}",
+            f"train.grad_accum={spec['prompts_per_step'] // micro_groups}",
+            "train.scheduler=linear", "train.warmup_ratio=0.0", "train.save_every=0", f"train.seed={spec['seed']}",
             f"train.threads={spec['threads']}", f"output_dir={out}", "name=bench"])
         algorithm_spec = get_online_algorithm(cfg.algorithm)
         train, held_out, scorer, judge = validate_inputs(cfg)
@@ -334,10 +342,10 @@ def main() -> None:
     count = args.steps * args.prompts_per_step
     summary = {kind: summarise(runs, count * args.group, work_model)
                for kind, runs in results.items()}
-    ratios = {f"prefalign vs {kind}": {
-        "pairs_per_s": summary["prefalign"]["pairs_per_s"] / summary[kind]["pairs_per_s"],
-        "peak_rss": summary["prefalign"]["peak_rss_mb"] / summary[kind]["peak_rss_mb"]}
-        for kind in ("trl-default", "trl-fast")}
+    ratios = {f"{ours} vs {theirs}": {
+        "pairs_per_s": summary[ours]["pairs_per_s"] / summary[theirs]["pairs_per_s"],
+        "peak_rss": summary[ours]["peak_rss_mb"] / summary[theirs]["peak_rss_mb"]}
+        for ours in OURS for theirs in RUNS if theirs not in OURS}
     report = {"benchmark": args.algorithm, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
               "command": " ".join(["python", str(SCRIPT.relative_to(common.REPO))]
                                   + sys.argv[1:]),

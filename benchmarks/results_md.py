@@ -35,12 +35,14 @@ def _targets(data: dict) -> list[tuple[str, float, str, float]]:
     """(what, measured, comparison, target) of one benchmark."""
     ratios = data["ratios"]
     if data["benchmark"] in grpo_vs_trl.ALGORITHMS:
-        return [("pairs/s vs TRL default", ratios["prefalign vs trl-default"]["pairs_per_s"],
-                 "≥", 1.5),
-                ("pairs/s vs TRL fastest", ratios["prefalign vs trl-fast"]["pairs_per_s"],
-                 "≥", 1.2),
-                ("peak resident memory vs TRL default",
-                 ratios["prefalign vs trl-default"]["peak_rss"], "≤", 0.7)]
+        ours = [kind for kind in grpo_vs_trl.OURS if f"{kind} vs trl-default" in ratios]
+        return [row for kind in ours for row in (
+            (f"{kind}: pairs/s vs TRL default", ratios[f"{kind} vs trl-default"]["pairs_per_s"],
+             "≥", 1.5),
+            (f"{kind}: pairs/s vs TRL fastest", ratios[f"{kind} vs trl-fast"]["pairs_per_s"],
+             "≥", 1.2),
+            (f"{kind}: peak resident memory vs TRL default",
+             ratios[f"{kind} vs trl-default"]["peak_rss"], "≤", 0.7))]
     fastest = next(label for label in ratios if "TRL fastest" in label)
     if data["benchmark"] == "dpo":
         return [("pairs/s, cold, vs TRL default", ratios["prefalign-cold vs trl-default"]

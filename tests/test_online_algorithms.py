@@ -18,6 +18,8 @@ from prefalign.stages.online import load_online_config, run_online
 from prefalign.stages.online.algorithms import grpo, rloo
 from prefalign.stages.online.algorithms.online_dpo import OnlineDPOAlgorithm
 from prefalign.stages.online.evaluate_run import evaluate_run
+from prefalign.stages.online.registry import get_online_algorithm
+from prefalign.stages.online.rollout_algorithm import MicroBatch, RolloutAlgorithm
 from prefalign.stages.online.rollouts import Rollout
 
 
@@ -90,6 +92,37 @@ def test_ppo_reward_is_kl_penalty_per_token_plus_score_at_the_last_token():
     got = kl_shaped_rewards(scores, old, ref, mask, beta=0.1)
     want = [[-0.1 * 0.5, -0.1 * -1.0, -0.1 * 0.0 + 2.0], [-0.1 * -0.2 - 1.0, 0.0, 0.0]]
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("batch_size,grad_accum,epochs", [(2, 4, 1), (4, 2, 2), (2, 2, 2)])
+def test_token_weights_make_micro_batch_means_the_step_token_mean(tmp_path, batch_size,
+                                                                  grad_accum, epochs):
+    cfg = load_online_config("grpo", None, [
+        "model.name=unused", "data.train=builtin:arithmetic?n=8&seed=0",
+        "rewards=[{name: arithmetic}]",
+        "rollout.prompts_per_rollout=4", "rollout.num_samples=2",
+        f"train.batch_size={batch_size}", f"train.grad_accum={grad_accum}",
+        f"policy.epochs_per_rollout={epochs}", f"output_dir={tmp_path}"])
+    setup = SimpleNamespace(cfg=cfg, records=[{}] * 8, run=SimpleNamespace(root=tmp_path))
+    algorithm = RolloutAlgorithm(setup, get_online_algorithm("grpo"))
+    lengths = [1, 7, 2, 5, 3, 3, 8, 4]  # completion tokens of the rollout's 8 sequences
+    mask = torch.tensor([[1.0] * n + [0.0] * (8 - n) for n in lengths])
+    rollout = Rollout(3, 1, [], [], {"completion_mask": mask}, torch.zeros(8), 2)
+    per_token = torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    micro_per_rollout = algorithm.micro_per_rollout
+    assert micro_per_rollout == epochs * 8 // batch_size
+    for first in range(0, micro_per_rollout, grad_accum):  # each optimizer step
+        rows_of_step, step_loss = [], 0.0
+        for index in range(first, first + grad_accum):
+            pass_number, minibatch = divmod(index, algorithm.micro_per_pass)
+            prompts = algorithm.micro_prompts(rollout.index, pass_number)[minibatch]
+            rows = [p * 2 + g for p in prompts for g in range(2)]
+            micro_mean = (per_token[rows] * mask[rows]).sum() / mask[rows].sum()
+            weight = algorithm.token_weight(MicroBatch(rollout, prompts, rows, index))
+            step_loss += weight * micro_mean / grad_accum  # the Engine's average
+            rows_of_step += rows
+        want = (per_token[rows_of_step] * mask[rows_of_step]).sum() / mask[rows_of_step].sum()
+        assert step_loss == pytest.approx(want.item(), rel=1e-12)
 
 
 def test_grpo_run_writes_its_outputs_and_resumes_exactly(tiny_model_dir, tmp_path):

@@ -168,23 +168,76 @@ def test_policy_logps_are_those_of_the_sampled_tokens(tiny_model_dir, checkpoint
     assert all(torch.isfinite(g).all() for g in grads)
 
 
-def test_shared_and_concatenated_forwards_give_the_same_gradients(tiny_model_dir):
+def plain_logp_gradients(lm, prompts, completions, group):
+    """Σ log p(completion tokens) and its LoRA gradients, one unpadded row at a time."""
+    trainable = [p for p in lm.parameters() if p.requires_grad]
+    total = 0.0
+    for row, completion in enumerate(completions):
+        prompt = prompts[row // group]
+        logits = lm(input_ids=torch.tensor([prompt + completion])).logits[0]
+        logp = torch.log_softmax(logits[len(prompt) - 1:-1], -1)
+        total = total + logp.gather(-1, torch.tensor(completion)[:, None]).sum()
+    return total, torch.autograd.grad(total, trainable)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_prefix_shared_forward_has_the_gradients_of_plain_rows(tiny_model_dir, checkpointing):
     lm, tok = load_model(str(tiny_model_dir), lora=LoraSettings(r=4))
     for name, param in lm.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.2, generator=torch.Generator().manual_seed(2))
+    lm.train()
     prompts = prompt_ids(tok, ["What is 12 + 7?", "bread and butter please"])
     completions = [[40, 41, 42], [43], [44, 45], [46, 47, 48, 49]]
+    want, want_grads = plain_logp_gradients(lm, prompts, completions, group=2)
+    if checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     batch = pack_groups(prompts, completions, tok.pad_token_id)
     policy = PolicyModel(lm).train()
-    trainable = [p for p in lm.parameters() if p.requires_grad]
-    shared, _ = policy(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
-                       batch["completion_mask"])
-    shared_grads = torch.autograd.grad(shared.sum(), trainable)
-    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    flat, _ = policy(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
-                     batch["completion_mask"])
-    flat_grads = torch.autograd.grad(flat.sum(), trainable)
-    torch.testing.assert_close(shared, flat, atol=1e-5, rtol=1e-5)
-    for a, b in zip(shared_grads, flat_grads):
+    widths = []
+    embed = lm.get_base_model().get_input_embeddings()
+    hook = embed.register_forward_hook(lambda m, args, out: widths.append(tuple(args[0].shape)))
+    got, _ = policy(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+                    batch["completion_mask"])
+    hook.remove()
+    # the prompt once per group, then the completions alone: prefix sharing in both modes
+    assert widths == [tuple(batch["prompt_ids"].shape), tuple(batch["completion_ids"].shape)]
+    got_grads = torch.autograd.grad(got.sum(), [p for p in lm.parameters() if p.requires_grad])
+    assert got.sum().item() == pytest.approx(want.item(), abs=1e-4)
+    for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def bytes_kept_for_backward(run) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward while ``run()`` builds its
+    graph (tensors a checkpointed region saves are not kept: it recomputes them)."""
+    kept = {}
+
+    def pack(tensor):
+        kept[(tensor.untyped_storage().data_ptr(), tensor.dtype)] = (
+            tensor.untyped_storage().nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return sum(kept.values())
+
+
+def test_checkpointed_prefix_shared_forward_keeps_less_for_backward(tiny_model_dir):
+    lm, tok = load_model(str(tiny_model_dir), lora=LoraSettings(r=4))
+    prompts = prompt_ids(tok, ["What is 12 + 7?", "bread and butter please"])
+    completions = [list(range(40, 40 + 96))] * 8
+    batch = pack_groups(prompts, completions, tok.pad_token_id)
+    policy = PolicyModel(lm).train()
+
+    def forward():
+        policy(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+               batch["completion_mask"])[0].sum()
+
+    plain = bytes_kept_for_backward(forward)
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed = bytes_kept_for_backward(forward)
+    assert checkpointed < 0.6 * plain
+    layers = lm.get_base_model().get_decoder().layers
+    assert all(layer.gradient_checkpointing and not layer._can_checkpoint_with_cache
+               for layer in layers)  # the forward's temporary layer flags are restored

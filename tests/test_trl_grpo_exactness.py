@@ -151,7 +151,7 @@ def _prefalign_step(model_dir, tmp_path, trl, beta: float, algorithm_spec=GRPO,
         rollout.old_logps = trl.old_logps
     policy.train()
     out = algorithm.step(policy, MicroBatch(rollout, list(range(prompts)),
-                                            group_rows(range(prompts), GROUP)))
+                                            group_rows(range(prompts), GROUP), index=0))
     out.loss.backward()
     return out, rollout, _lora_grads(lm)
 

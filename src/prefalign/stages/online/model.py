@@ -14,14 +14,18 @@ per prompt. ``PolicyModel.forward`` returns ``(logps, values)``, both
   state before token ``t`` (Ouyang et al. 2022's value head, here sharing the
   policy backbone) — or ``None`` without a value head.
 
-Prefix sharing (exact). Each prompt runs through the backbone once; its
-key/value cache is repeated ``G`` times (a differentiable copy) and the
-completions run on top of it, so a group costs ``Tp + G·Tc`` token positions
-instead of ``G·(Tp + Tc)``. Gradients flow into the prompt positions through
-the cache exactly as in one long sequence. Under activation checkpointing
-(which forbids a cache in training) or with ``G = 1`` the rows are instead
-concatenated and run in one pass. ``reference_context()`` switches LoRA
-adapters off: inside it the model is its own frozen starting point.
+Prefix sharing (exact). Each prompt runs through the backbone once, recording
+its keys and values (``PromptCache``); the completions then run on top of the
+prompt's keys and values repeated ``G`` times (a differentiable copy), so a group
+costs ``Tp + G·Tc`` token positions instead of ``G·(Tp + Tc)``. Gradients flow
+into the prompt positions through the cache exactly as in one long sequence.
+Under activation checkpointing the completion pass keeps the sharing: its cache
+only reads, so a layer recomputed in backward sees the same keys and values (the
+prompt pass, ``P·Tp`` positions, runs without checkpointing, as its cache
+records). With ``G = 1``, or a transformers version whose checkpointed layers
+drop every cache, the rows are instead concatenated and run in one pass.
+``reference_context()`` switches LoRA adapters off: inside it the model is its
+own frozen starting point.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import contextlib
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from prefalign.models.token_logprobs import base_causal_lm
 from prefalign.ops.logprobs import completion_logprobs
@@ -50,6 +55,63 @@ class TemperedHead(nn.Module):
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that skip left padding: ``cumsum(mask) − 1`` (0 on padding)."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class PromptCache(DynamicCache):
+    """A key/value cache that records a prompt pass, then serves the prompt read-only.
+
+    Before ``share(group)`` it is a plain ``DynamicCache`` that also keeps each
+    layer's prompt keys and values; after it, ``update`` returns the prompt's
+    (repeated ``group`` times along the batch) concatenated with the new keys and
+    values and stores nothing, so running a layer twice gives the same result.
+    """
+
+    def __init__(self, config):
+        super().__init__(config=config)
+        self._prompt: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._shared: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if self._shared is None:
+            self._prompt[layer_idx] = (key_states, value_states)
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        keys, values = self._shared[layer_idx]
+        return (torch.cat([keys, key_states], dim=-2),
+                torch.cat([values, value_states], dim=-2))
+
+    def share(self, group: int) -> None:
+        """From now on serve the recorded prompt, each row repeated ``group`` times."""
+        self._shared = {index: (keys.repeat_interleave(group, 0),
+                                values.repeat_interleave(group, 0))
+                        for index, (keys, values) in self._prompt.items()}
+
+
+_UNSET = object()
+
+
+def _checkpointed_layers(decoder: nn.Module) -> list[nn.Module]:
+    """The layers of ``decoder`` that activation checkpointing currently wraps."""
+    return [module for module in decoder.modules()
+            if module is not decoder and getattr(module, "gradient_checkpointing", False)
+            and hasattr(module, "_gradient_checkpointing_func")]
+
+
+@contextlib.contextmanager
+def _layer_flags(layers: list[nn.Module], **flags):
+    """Set attributes on each of ``layers`` for the duration, then restore them."""
+    saved = [{name: layer.__dict__.get(name, _UNSET) for name in flags} for layer in layers]
+    for layer in layers:
+        for name, value in flags.items():
+            setattr(layer, name, value)
+    try:
+        yield
+    finally:
+        for layer, before in zip(layers, saved):
+            for name, value in before.items():
+                if value is _UNSET:
+                    delattr(layer, name)
+                else:
+                    setattr(layer, name, value)
 
 
 class PolicyModel(nn.Module):
@@ -77,24 +139,29 @@ class PolicyModel(nn.Module):
         """``[N, Tc, H]``: the hidden state that predicts each completion token."""
         prompts, length = prompt_ids.shape
         group = completion_ids.shape[0] // prompts
-        checkpointing = self.training and getattr(decoder, "gradient_checkpointing", False)
-        if group == 1 or checkpointing:
+        layers = _checkpointed_layers(decoder) if self.training else []
+        if group == 1 or any(not hasattr(layer, "_can_checkpoint_with_cache")
+                             for layer in layers):
             ids = torch.cat([prompt_ids.repeat_interleave(group, 0), completion_ids], dim=1)
             mask = torch.cat([prompt_mask.repeat_interleave(group, 0), completion_mask], dim=1)
             hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
                              use_cache=False).last_hidden_state
             return hidden[:, length - 1:length - 1 + completion_ids.shape[1]]
-        out = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
-                      position_ids=_positions(prompt_mask), use_cache=True)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(group)
+        cache = PromptCache(self.config)
+        with _layer_flags(layers, gradient_checkpointing=False):
+            out = decoder(input_ids=prompt_ids, attention_mask=prompt_mask,
+                          position_ids=_positions(prompt_mask), past_key_values=cache,
+                          use_cache=True)
+        cache.share(group)
         last_prompt = out.last_hidden_state[:, -1:].repeat_interleave(group, 0)
         prompt_lengths = prompt_mask.sum(-1).repeat_interleave(group)
         positions = prompt_lengths[:, None] + torch.arange(completion_ids.shape[1],
                                                            device=completion_ids.device)
         mask = torch.cat([prompt_mask.repeat_interleave(group, 0), completion_mask], dim=1)
-        hidden = decoder(input_ids=completion_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True).last_hidden_state
+        with _layer_flags(layers, _can_checkpoint_with_cache=True):
+            hidden = decoder(input_ids=completion_ids, attention_mask=mask,
+                             position_ids=positions, past_key_values=cache,
+                             use_cache=True).last_hidden_state
         return torch.cat([last_prompt, hidden[:, :-1]], dim=1)
 
     def forward(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,

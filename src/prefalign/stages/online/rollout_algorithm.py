@@ -11,7 +11,11 @@ the rewards score, optional no-grad forwards give π_old (and values) and
 serves ``policy.epochs_per_rollout`` passes, each split into minibatches of
 ``train.batch_size × train.grad_accum`` sequences (one optimizer step each,
 ``train.batch_size`` per micro-batch), in a seeded order; the algorithm's
-``loss`` function gives each micro-batch's loss. Micro-batches hold whole
+``loss`` function gives each micro-batch's loss. Under ``policy.reduction=token``
+(DAPO's token-level mean) that loss is weighted by ``k·n_m / n_step`` (``k``
+micro-batches of ``n_m`` completion tokens in a step of ``n_step``), so the step
+minimises the mean over all its tokens, as with one micro-batch: the micro-batch
+size trades memory for nothing else. Micro-batches hold whole
 groups (``batch_size / G`` prompts with all their samples), so the forward runs
 each prompt once for its ``G`` completions (``model.py``). Micro-batch ``i`` of
 epoch ``e`` maps to (rollout ``i // M``, pass, minibatch) with
@@ -79,6 +83,7 @@ class MicroBatch:
     rollout: Rollout
     prompts: list[int]
     rows: list[int]
+    index: int  # within the rollout's micro-batches, all passes counted
 
 
 def rollout_metrics(rollout: Rollout, scores) -> dict[str, float]:
@@ -175,7 +180,19 @@ class RolloutAlgorithm:
             self.current = self._make_rollout(epoch, local, rollout_index)
         pass_number, minibatch = divmod(within, self.micro_per_pass)
         prompts = self.micro_prompts(rollout_index, pass_number)[minibatch]
-        return MicroBatch(self.current, prompts, group_rows(prompts, self.group))
+        return MicroBatch(self.current, prompts, group_rows(prompts, self.group), within)
+
+    def token_weight(self, micro: MicroBatch) -> float:
+        """``k·n_m / n_step``: the share of the optimizer step's completion tokens in this
+        micro-batch, times the ``k = train.grad_accum`` micro-batches the Engine averages."""
+        accum = self.setup.cfg.train.grad_accum
+        first = micro.index - micro.index % accum
+        counts = []
+        for index in range(first, first + accum):
+            pass_number, minibatch = divmod(index, self.micro_per_pass)
+            prompts = self.micro_prompts(micro.rollout.index, pass_number)[minibatch]
+            counts.append(float(micro.rollout.mask[group_rows(prompts, self.group)].sum()))
+        return accum * counts[micro.index - first] / max(sum(counts), 1.0)
 
     def step(self, model: torch.nn.Module, micro: MicroBatch) -> StepOutput:
         device = next(model.parameters()).device
@@ -196,6 +213,8 @@ class RolloutAlgorithm:
                             take(rollout.ref_logps), values, take(rollout.values),
                             take(rollout.returns))
         loss, metrics = self.spec.loss(inputs, self.setup.cfg)
+        if self.setup.cfg.policy.reduction == "token" and self.setup.cfg.train.grad_accum > 1:
+            loss = loss * self.token_weight(micro)
         metrics["policy/entropy"] = float(-masked_mean(logps.detach(), mask))
         tokens = int(batch["prompt_mask"].sum() + batch["completion_mask"].sum())
         return StepOutput(loss, {**rollout.metrics, **metrics}, tokens=tokens)

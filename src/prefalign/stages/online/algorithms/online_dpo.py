@@ -54,7 +54,7 @@ from prefalign.log import say
 from prefalign.losses.exploration import sequence_logps, xpo_exploration_term
 from prefalign.losses.preference import preference_loss
 from prefalign.rollout.batch import pack_groups
-from prefalign.rollout.types import Completion, SamplingSettings
+from prefalign.rollout.types import Completion
 from prefalign.stages.online.registry import OnlineAlgorithm, register_online_algorithm
 from prefalign.stages.online.rollouts import derived_seed, seeded_permutation
 from prefalign.stages.online.sequences import forward, select_groups
