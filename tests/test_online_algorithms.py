@@ -153,6 +153,22 @@ def test_grpo_run_writes_its_outputs_and_resumes_exactly(tiny_model_dir, tmp_pat
     assert all(path.exists() for path in paths.values())
 
 
+def test_grpo_resumed_from_its_final_checkpoint_evaluates_as_the_whole_run(tiny_model_dir,
+                                                                          tmp_path):
+    cfg = config("grpo", tiny_model_dir, tmp_path, "train.max_steps=3", "train.grad_accum=1",
+                 "train.eval_every=0", "train.save_every=1", "kl.coef=0.1")
+    run_online(cfg)
+    first = read_metrics(cfg.run_dir / "metrics.jsonl")
+    # held-out KL 0 at step 0, then above 0: one rise, which the resumed run must also see
+    assert first[-1]["step"] == 3 and first[-1]["eval/hacking/kl_rises"] == 1
+    shutil.rmtree(cfg.run_dir / "final")
+    run_online(cfg, resume=True)  # from the step-3 checkpoint: only the final evaluation
+    again = read_metrics(cfg.run_dir / "metrics.jsonl")
+    timing = {"tokens_per_s", "step_time_s"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in again] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in first]
+
+
 def test_ppo_and_rloo_runs_stay_finite(tiny_model_dir, tmp_path):
     cfg = config("ppo", tiny_model_dir, tmp_path, "train.max_steps=4", "train.grad_accum=1",
                  "policy.epochs_per_rollout=2", "kl.adaptive=true", "kl.target=0.05",

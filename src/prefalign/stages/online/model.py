@@ -9,7 +9,8 @@ per prompt. ``PolicyModel.forward`` returns ``(logps, values)``, both
   ``prompt + y_<t`` and ``τ`` the sampling temperature (``logprob_temperature``:
   one rule for every log-prob of a run), so the ratio π_θ/π_old compares the
   distribution the tokens were actually drawn from; the LM head runs only at
-  completion positions (``prefalign.ops.logprobs``);
+  completion positions (``prefalign.ops.logprobs``), and under activation
+  checkpointing its logits are recomputed in backward rather than kept;
 * ``values[n, t] = w·h + b`` on the same hidden state — the PPO value of the
   state before token ``t`` (Ouyang et al. 2022's value head, here sharing the
   policy backbone) — or ``None`` without a value head.
@@ -134,12 +135,12 @@ class PolicyModel(nn.Module):
     def config(self):
         return base_causal_lm(self.lm).config
 
-    def _predicting_hidden(self, decoder: nn.Module, prompt_ids, prompt_mask, completion_ids,
-                           completion_mask) -> torch.Tensor:
-        """``[N, Tc, H]``: the hidden state that predicts each completion token."""
+    def _predicting_hidden(self, decoder: nn.Module, layers: list[nn.Module], prompt_ids,
+                           prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+        """``[N, Tc, H]``: the hidden state that predicts each completion token;
+        ``layers``: those activation checkpointing wraps in this forward."""
         prompts, length = prompt_ids.shape
         group = completion_ids.shape[0] // prompts
-        layers = _checkpointed_layers(decoder) if self.training else []
         if group == 1 or any(not hasattr(layer, "_can_checkpoint_with_cache")
                              for layer in layers):
             ids = torch.cat([prompt_ids.repeat_interleave(group, 0), completion_ids], dim=1)
@@ -168,7 +169,9 @@ class PolicyModel(nn.Module):
                 completion_ids: torch.Tensor,
                 completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         causal_lm = base_causal_lm(self.lm)
-        hidden = self._predicting_hidden(causal_lm.get_decoder(), prompt_ids, prompt_mask,
+        decoder = causal_lm.get_decoder()
+        layers = _checkpointed_layers(decoder) if self.training else []
+        hidden = self._predicting_hidden(decoder, layers, prompt_ids, prompt_mask,
                                          completion_ids, completion_mask)
         # completion_logprobs scores token t from the hidden state at t − 1: shift by one.
         rows = completion_ids.shape[0]
@@ -176,7 +179,8 @@ class PolicyModel(nn.Module):
         ids = torch.cat([completion_ids[:, :1], completion_ids], dim=1)
         mask = torch.cat([completion_mask.new_zeros(rows, 1), completion_mask], dim=1)
         head = TemperedHead(causal_lm.get_output_embeddings(), self.temperature)
-        logps = completion_logprobs(shifted, head, ids, mask)[:, 1:]
+        logps = completion_logprobs(shifted, head, ids, mask,
+                                    recompute_logits=bool(layers))[:, 1:]
         if self.value_head is None:
             return logps, None
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)

@@ -53,6 +53,7 @@ writes the run's files.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -220,11 +221,23 @@ class RolloutAlgorithm:
         return StepOutput(loss, {**rollout.metrics, **metrics}, tokens=tokens)
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        if not self._started:
+            self._resume_after_last_step()
         self.last_evaluation, metrics = self.setup.evaluate(model, self.last_step)
         return metrics
 
+    def _resume_after_last_step(self) -> None:
+        """An evaluation before any batch: at step 0, or in a run resumed from its final
+        checkpoint, whose state (β, the hacking monitor) is rebuilt from every logged
+        rollout, at the last logged training step."""
+        steps = [int(r["step"]) for r in read_metrics(self.setup.run.metrics_path)
+                 if "loss" in r]
+        if steps:
+            self.last_step = max(steps)
+            self._start(math.inf)
+
     # -- rollouts ----------------------------------------------------------
-    def _start(self, rollout_index: int) -> None:
+    def _start(self, rollout_index: float) -> None:
         """First batch of this process: keep the log of completed rollouts, rebuild state."""
         self._started = True
         rows = self.log.keep_before(rollout_index)

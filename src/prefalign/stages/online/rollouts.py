@@ -105,7 +105,7 @@ class RolloutLog:
     def __init__(self, path):
         self.path = path
 
-    def keep_before(self, index: int) -> list[dict]:
+    def keep_before(self, index: float) -> list[dict]:
         """Drop rows of rollouts ``>= index``; return the rest."""
         rows = [r for r in read_metrics(self.path) if r["rollout"] < index]
         if is_main_process():
