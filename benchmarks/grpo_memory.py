@@ -47,7 +47,7 @@ def plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, points in data["peak_rss_mb"].items():
+    for kind, points in ((k, v) for k, v in data["peak_rss_mb"].items() if v):
         lengths = sorted(int(k) for k in points)
         ax.plot(lengths, [points[str(n)] / 1024 for n in lengths], marker="o", label=kind)
     ax.set_xscale("log", base=2)
@@ -67,7 +67,7 @@ def format_report(data: dict) -> str:
     """The memory table of ``grpo_memory.json`` in markdown, with each prefalign kind's
     ratio to each TRL kind."""
     peaks = data["peak_rss_mb"]
-    kinds = list(peaks)
+    kinds = [kind for kind in peaks if peaks[kind]]  # a kind not measured has no column
     pairs = [(ours, theirs) for ours in kinds if ours.startswith("prefalign")
              for theirs in kinds if theirs.startswith("trl")]
     rows = []
@@ -113,8 +113,7 @@ def main() -> None:
                for kind in RUNS}
     command = " ".join(["python", str(Path(__file__).resolve().relative_to(common.REPO))]
                        + sys.argv[1:])
-    kept = [kind for kind in RUNS if kind not in args.kinds and peaks[kind]]
-    if kept:
+    if any(peaks[kind] for kind in RUNS if kind not in args.kinds):  # figures kept
         command = f"{earlier['command']}, then {command}"
     data = {"benchmark": "grpo_memory", "date": time.strftime("%Y-%m-%d %H:%M %Z"),
             "command": command,

@@ -30,8 +30,8 @@ whole step as one micro-batch: prompts prefix-shared across their group in
 generation and in the training forward); ``prefalign-micro`` (the same, the update
 in micro-batches of one prompt's group, ``train.batch_size`` = group,
 ``train.grad_accum`` = prompts per step: the same objective and step, as the token
-loss is weighted by each micro-batch's share of the step's tokens, with one
-prompts-per-step-th of the update's activations alive at once); ``trl-default`` (``GRPOConfig`` /
+loss is weighted by each micro-batch's share of the step's tokens, with one group's
+activations alive at a time); ``trl-default`` (``GRPOConfig`` /
 ``RLOOConfig`` defaults except fp32 and the shared settings: activation
 checkpointing on); ``trl-fast`` (no activation checkpointing). Each run is a child
 process, the kinds alternate in a rotated order each repetition, and medians are
@@ -134,7 +134,8 @@ def child_prefalign(spec: dict) -> dict:
             f"train.lr={spec['lr']}", f"train.max_steps={spec['steps']}",
             f"train.batch_size={micro_sequences}",
             f"train.grad_accum={spec['prompts_per_step'] // micro_groups}",
-            "train.scheduler=linear", "train.warmup_ratio=0.0", "train.save_every=0", f"train.seed={spec['seed']}",
+            "train.scheduler=linear", "train.warmup_ratio=0.0", "train.save_every=0",
+            f"train.seed={spec['seed']}",
             f"train.threads={spec['threads']}", f"output_dir={out}", "name=bench"])
         algorithm_spec = get_online_algorithm(cfg.algorithm)
         train, held_out, scorer, judge = validate_inputs(cfg)

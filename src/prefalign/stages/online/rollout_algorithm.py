@@ -179,9 +179,13 @@ class RolloutAlgorithm:
             self._start(rollout_index)
         if self.current is None or self.current.index != rollout_index:
             self.current = self._make_rollout(epoch, local, rollout_index)
-        pass_number, minibatch = divmod(within, self.micro_per_pass)
-        prompts = self.micro_prompts(rollout_index, pass_number)[minibatch]
+        prompts = self.prompts_of(rollout_index, within)
         return MicroBatch(self.current, prompts, group_rows(prompts, self.group), within)
+
+    def prompts_of(self, rollout_index: int, within: int) -> list[int]:
+        """The prompts of micro-batch ``within`` of a rollout (all passes counted)."""
+        pass_number, minibatch = divmod(within, self.micro_per_pass)
+        return self.micro_prompts(rollout_index, pass_number)[minibatch]
 
     def token_weight(self, micro: MicroBatch) -> float:
         """``k·n_m / n_step``: the share of the optimizer step's completion tokens in this
@@ -190,9 +194,8 @@ class RolloutAlgorithm:
         first = micro.index - micro.index % accum
         counts = []
         for index in range(first, first + accum):
-            pass_number, minibatch = divmod(index, self.micro_per_pass)
-            prompts = self.micro_prompts(micro.rollout.index, pass_number)[minibatch]
-            counts.append(float(micro.rollout.mask[group_rows(prompts, self.group)].sum()))
+            rows = group_rows(self.prompts_of(micro.rollout.index, index), self.group)
+            counts.append(float(micro.rollout.mask[rows].sum()))
         return accum * counts[micro.index - first] / max(sum(counts), 1.0)
 
     def step(self, model: torch.nn.Module, micro: MicroBatch) -> StepOutput:
